@@ -1,0 +1,70 @@
+"""``MLFFCalculator``: the ASE calculator for mlff potentials (GPU neighbour lists kept between calls)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+
+from mlff.errors import MLFFError
+from mlff.models import Potential, batch_atoms, load_potential
+from mlff.neighbors import VerletNeighborList
+
+__all__ = ["MLFFCalculator"]
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MLFFError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+    return torch.device(device)
+
+
+class MLFFCalculator(Calculator):
+    """ASE calculator: energy, free_energy, forces, stress (3D-periodic cells) in eV, eV/Å, eV/Å³.
+
+    potential: a ``Potential`` or the path (or shipped name) of a potential directory.
+    device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    dtype: "float32" or "float64" (default: the potential's own).
+    skin: Verlet skin in Å; the neighbour list is rebuilt only after an atom moved more than skin/2.
+    cueq: evaluate through cuEquivariance kernels (CUDA only).
+    Committees add ``energy_std`` (eV), ``forces_std`` [N] (eV/Å) and per-member ``energies``.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energy_std", "forces_std", "energies"]
+
+    def __init__(self, potential: Potential | str, device: str = "auto", dtype: str | None = None,
+                 skin: float = 0.5, cueq: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.device = _device(device)
+        if isinstance(potential, Potential):
+            self.potential = potential.to(self.device)
+            if dtype is not None:
+                self.potential = self.potential.to(dtype=getattr(torch, dtype))
+        else:
+            self.potential = load_potential(potential, device=self.device, dtype=dtype)
+        if cueq:
+            if self.device.type != "cuda":
+                raise MLFFError("cueq=True needs a CUDA device")
+            self.potential.enable_cueq()
+        self.neighbors = VerletNeighborList(self.potential.cutoff, skin=skin)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        want_stress = "stress" in properties
+        if want_stress and not self.atoms.pbc.all():
+            raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
+        graph = batch_atoms([self.atoms], self.potential.cutoff, device=self.device, dtype=self.potential.dtype,
+                            neighbors=self.neighbors)
+        out = self.potential.evaluate(graph, forces=True, stress=want_stress or self.atoms.pbc.all())
+        energy = float(out["energy"][0])
+        self.results = {"energy": energy, "free_energy": energy, "forces": out["forces"].cpu().numpy()}
+        if "stress" in out:
+            from ase.stress import full_3x3_to_voigt_6_stress
+
+            self.results["stress"] = full_3x3_to_voigt_6_stress(out["stress"][0].cpu().numpy())
+        if "energy_std" in out:
+            self.results["energy_std"] = float(out["energy_std"][0])
+            self.results["forces_std"] = out["forces_std"].cpu().numpy()
+            self.results["energies"] = np.asarray(out["energy_members"][:, 0].cpu().numpy())

@@ -1,0 +1,114 @@
+"""A potential on disk is a directory: ``potential.json`` (config, card, checksums), one safetensors file per
+committee member, and a human-readable ``MODEL_CARD.md``. Loading never unpickles anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from mlff.errors import MLFFError
+from mlff.models.config import model_config
+from mlff.models.potential import Potential, _build_member, _dtype
+from mlff.provenance import provenance, sha256_file
+
+__all__ = ["save_potential", "load_potential"]
+
+FORMAT = "mlff.potential"
+FORMAT_VERSION = 1
+
+
+def _member_file(k: int) -> str:
+    return f"member_{k:02d}.safetensors"
+
+
+def save_potential(potential: Potential, path, *, name: str | None = None) -> Path:
+    """Write ``potential`` to directory ``path`` (created; existing member files are replaced)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    checksums = {}
+    for k, member in enumerate(potential.members):
+        tensors = {key: value.detach().cpu().contiguous().clone() for key, value in member.state_dict().items()}
+        save_file(tensors, str(path / _member_file(k)), metadata={"format": FORMAT})
+        checksums[_member_file(k)] = sha256_file(path / _member_file(k))
+    card = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "name": name or path.name,
+        "model": potential.config.to_dict(), "committee_size": potential.committee_size,
+        "dtype": str(potential.dtype).removeprefix("torch."), "head": potential.head,
+        "n_parameters_per_member": sum(p.numel() for p in potential.members[0].parameters()),
+        "metadata": potential.metadata, "provenance": provenance(), "sha256": checksums,
+    }
+    (path / "potential.json").write_text(json.dumps(card, indent=2) + "\n")
+    (path / "MODEL_CARD.md").write_text(model_card(card))
+    return path
+
+
+def load_potential(path, *, device="cpu", dtype=None, verify: bool = True) -> Potential:
+    """Read a potential directory. ``dtype`` ("float32"/"float64") overrides the stored one."""
+    from safetensors.torch import load_file
+
+    path = resolve_potential_path(path)
+    card_file = path / "potential.json"
+    if not card_file.is_file():
+        raise MLFFError(f"not a potential directory (no potential.json): {path}")
+    try:
+        card = json.loads(card_file.read_text())
+    except json.JSONDecodeError as err:
+        raise MLFFError(f"{card_file}: not valid JSON ({err})") from err
+    if card.get("format") != FORMAT or card.get("format_version") != FORMAT_VERSION:
+        raise MLFFError(f"{card_file}: not an {FORMAT} v{FORMAT_VERSION} file")
+    config = model_config(card["model"])
+    members = []
+    for k in range(int(card["committee_size"])):
+        file = path / _member_file(k)
+        if not file.is_file():
+            raise MLFFError(f"missing weights file {file}")
+        if verify and sha256_file(file) != card["sha256"].get(file.name):
+            raise MLFFError(f"checksum mismatch for {file}: the weights changed since they were saved")
+        member = _build_member(config, 0, _dtype(card["dtype"]))
+        missing, unexpected = member.load_state_dict(load_file(str(file)), strict=False)
+        if missing or unexpected:
+            raise MLFFError(f"{file} does not match the config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        members.append(member.to(dtype=_dtype(dtype or card["dtype"])))
+    potential = Potential(config, members, card.get("metadata"))
+    potential.head = card.get("head", potential.head)
+    return potential.to(device)
+
+
+def resolve_potential_path(path) -> Path:
+    """A directory path as given, or the name of a potential shipped in the repository's potentials/."""
+    path = Path(path)
+    shipped = Path(__file__).resolve().parents[2] / "potentials" / str(path)
+    if not path.exists() and shipped.is_dir():
+        return shipped
+    return path
+
+
+def model_card(card: dict) -> str:
+    m = card["model"]
+    meta = card.get("metadata", {})
+    prov = card["provenance"]
+    lines = [
+        f"# Potential `{card['name']}`", "",
+        "| | |", "|---|---|",
+        f"| model | MACE (mace-torch ScaleShiftMACE), {m['num_interactions']} interactions, hidden `{m['hidden_irreps']}`, "
+        f"max_ell {m['max_ell']}, correlation {m['correlation']} |",
+        f"| species | {', '.join(map(str, m['species']))} |",
+        f"| cutoff | {m['r_max']} Å |",
+        f"| committee | {card['committee_size']} member(s), {card['n_parameters_per_member']:,} parameters each |",
+        f"| dtype | {card['dtype']} |",
+        f"| origin | {meta.get('origin', 'unknown')} |",
+        f"| training data | {meta.get('training_data', 'none: untrained')} |",
+        f"| metrics | {meta.get('metrics', 'none recorded')} |",
+        f"| created | {prov['created_utc']} on {prov['host']} with {', '.join(f'{k} {v}' for k, v in prov['versions'].items())} |",
+        "", "## Use", "",
+        "```python", "from mlff import MLFFCalculator", f"atoms.calc = MLFFCalculator({card['name']!r})", "```", "",
+        "Energies in eV, forces in eV/Å, stress in eV/Å³ (ASE units). Committee potentials also report",
+        "`energy_std` and `forces_std`, the spread over members: large values flag structures outside the data.", "",
+        "## Files", "",
+        *[f"- `{f}` sha256 `{h}`" for f, h in card["sha256"].items()], "",
+    ]
+    return "\n".join(lines)
