@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from mlff.errors import MLFFError
-from mlff.neighbors._geometry import as_cells, as_pbc
+from mlff.neighbors._geometry import as_cells, as_pbc, complete_box
 
 __all__ = ["neighbor_list", "pairs_torch", "BACKENDS"]
 
@@ -94,5 +94,7 @@ def neighbor_list(positions, cell, pbc, cutoff: float, *, system_idx=None, backe
             raise MLFFError(f"system_idx must lie in [0, {n_systems}) for {n_systems} cells")
     cells = as_cells(_to_host(cell), n_systems)
     flags = as_pbc(_to_host(pbc), n_systems)
+    for c, p in zip(cells, flags):
+        complete_box(c, p)  # raises on degenerate periodic cell vectors
     i, j, shifts = pairs_torch(pos, cells, flags, sys, float(cutoff), backend)
     return _like(positions, i), _like(positions, j), _like(positions, shifts)

@@ -9,6 +9,7 @@ and returns one flag.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -34,12 +35,14 @@ class VerletNeighborList:
     ``neighbor_list``; ``n_builds`` counts the rebuilds and ``capacity`` the GPU buffer rows.
     """
 
-    def __init__(self, cutoff: float, skin: float = 0.5, backend: str = "auto", growth: float = 1.5):
+    def __init__(self, cutoff: float, skin: float = 0.5, backend: str = "auto", growth: float = 1.5,
+                 launch: Callable | None = None):
         if not cutoff > 0 or not skin >= 0:
             raise MLFFError(f"need cutoff > 0 and skin >= 0 (Å), got cutoff={cutoff}, skin={skin}")
         if not growth > 1:
             raise MLFFError(f"growth must be > 1, got {growth}")
         self.cutoff, self.skin, self.backend, self.growth = float(cutoff), float(skin), backend, float(growth)
+        self._launch = launch  # the cell-list kernel launcher; default CuPy (tests pass a host launcher)
         self.capacity = 0
         self.n_builds = 0
         self.n_overflows = 0
@@ -86,7 +89,7 @@ class VerletNeighborList:
         from mlff.neighbors.cell_list import cell_list_pairs
         from mlff.neighbors.cupy_backend import CupyLauncher
 
-        launch = CupyLauncher("pair_search")
+        launch = self._launch or CupyLauncher("pair_search")
         while True:
             pairs = cell_list_pairs(positions, cells, pbc, system_idx, reach, launch, capacity=self.capacity or None)
             n = int(pairs.n_pairs)
