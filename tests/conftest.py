@@ -52,8 +52,8 @@ def committee_potential():
 
 @pytest.fixture()
 def cluster() -> Atoms:
-    """An FDH-like molecular cluster (no cell): formic acid, methylamine, water and pyridine, H-bonded."""
-    parts = [(molecule("HCOOH"), (0.0, 0.0, 0.0)), (molecule("CH3NH2"), (3.2, 0.4, 0.0)),
+    """An FDH-like molecular cluster (no cell): formic acid, acetamide (Asn side chain), water and pyridine, H-bonded."""
+    parts = [(molecule("HCOOH"), (0.0, 0.0, 0.0)), (molecule("CH3CONH2"), (3.2, 0.4, 0.0)),
              (molecule("H2O"), (0.3, 2.9, 0.2)), (molecule("C5H5N"), (0.5, -1.0, 3.4))]
     atoms = Atoms()
     for part, shift in parts:

@@ -167,7 +167,7 @@ def config_from_mace(module) -> ModelConfig:
         readout=_name_in(mm.readout_classes, c["readout_cls"]), gate=_name_in(mm.gate_dict, c["gate"]),
         radial_MLP=[int(x) for x in c["radial_MLP"]], radial_type=c["radial_type"],
         distance_transform=str(c["distance_transform"] or "None"), avg_num_neighbors=float(c["avg_num_neighbors"]),
-        E0s=e0.tolist() if len(e0) > 1 else e0[0].tolist(), atomic_inter_scale=_plain(c["atomic_inter_scale"]),
+        E0s=e0.tolist() if len(e0) > 1 else {chemical_symbols[z]: float(v) for z, v in zip(zs, e0[0])}, atomic_inter_scale=_plain(c["atomic_inter_scale"]),
         atomic_inter_shift=_plain(c["atomic_inter_shift"]), heads=list(c["heads"]),
         pair_repulsion=bool(c["pair_repulsion"]), apply_cutoff=bool(c["apply_cutoff"]),
         use_reduced_cg=bool(c["use_reduced_cg"]), use_so3=bool(c["use_so3"]),
