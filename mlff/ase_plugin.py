@@ -1,7 +1,7 @@
 """ASE plugin registration (entry point group ``ase.plugins``): makes ``mlff`` known to ASE's plugin list."""
 
 try:
-    from ase._4.plugins import CalculatorPlugin
+    from ase._4.plugins.plugin import CalculatorPlugin
 except ImportError:  # ASE without the plugin system: nothing to register
     __ase_plugins__ = set()
 else:

@@ -1,0 +1,95 @@
+"""``mlff``: a thin dispatcher over the library. User errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mlff.errors import MLFFError
+
+__all__ = ["main"]
+
+
+def _potential_build(args) -> None:
+    from mlff.config import load_yaml
+    from mlff.models import build_potential, save_potential
+
+    config = load_yaml(args.config)
+    potential = build_potential(config, committee=args.committee, seed=args.seed, dtype=args.dtype)
+    path = save_potential(potential, args.out)
+    print(f"wrote untrained potential ({potential.committee_size} member(s)) to {path}")
+
+
+def _potential_info(args) -> None:
+    from mlff.models.store import load_potential, resolve_potential_path
+
+    potential = load_potential(args.path)  # checks the checksums too
+    card = json.loads((resolve_potential_path(args.path) / "potential.json").read_text())
+    c = potential.config
+    print(f"{card['name']}: MACE, species {', '.join(map(str, c.species))}, cutoff {c.r_max} Å, hidden {c.hidden_irreps}, "
+          f"max_ell {c.max_ell}, {c.num_interactions} interactions, correlation {c.correlation}")
+    print(f"committee of {potential.committee_size}, {card['n_parameters_per_member']:,} parameters each, {card['dtype']}")
+    print(f"origin: {card['metadata'].get('origin', 'unknown')}; created {card['provenance']['created_utc']}")
+
+
+def _potential_export(args) -> None:
+    from mlff.models import load_potential
+
+    load_potential(args.path).to_mace_model(args.out, member=args.member)
+    print(f"wrote mace-torch model {args.out} (member {args.member})")
+
+
+def _info(args) -> None:
+    import torch
+
+    from mlff.neighbors.cupy_backend import cupy_available
+    from mlff.provenance import provenance
+
+    record = provenance()
+    for name, version in record["versions"].items():
+        print(f"{name:22s} {version}")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    print(f"{'CUDA device':22s} {gpu}")
+    print(f"{'CuPy neighbour lists':22s} {'available' if cupy_available() else 'unavailable (CPU lists via vesin)'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlff", description="MACE force fields: potentials, neighbour lists, MD.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("info", help="versions, GPU and CuPy availability").set_defaults(run=_info)
+    potential = commands.add_parser("potential", help="build, inspect and export potentials")
+    sub = potential.add_subparsers(dest="action", required=True)
+    build = sub.add_parser("build", help="an untrained potential from a YAML model config")
+    build.add_argument("config", help="YAML file of MACE hyperparameters (see README)")
+    build.add_argument("out", help="output potential directory")
+    build.add_argument("--committee", type=int, default=1, help="number of members (default 1)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    build.set_defaults(run=_potential_build)
+    info = sub.add_parser("info", help="summary of a potential directory (checksums verified)")
+    info.add_argument("path")
+    info.set_defaults(run=_potential_info)
+    export = sub.add_parser("export", help="write a mace-torch .model file (MACECalculator, LAMMPS export)")
+    export.add_argument("path")
+    export.add_argument("out", help="output .model file")
+    export.add_argument("--member", type=int, default=0, help="committee member to export (default 0)")
+    export.set_defaults(run=_potential_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except MLFFError as err:
+        print(f"mlff: error: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
+        print(f"mlff: error: {err.strerror}: {err.filename}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
