@@ -57,7 +57,7 @@ class MLFFCalculator(Calculator):
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
         graph = batch_atoms([self.atoms], self.potential.cutoff, device=self.device, dtype=self.potential.dtype,
                             neighbors=self.neighbors)
-        out = self.potential.evaluate(graph, forces=True, stress=want_stress or self.atoms.pbc.all())
+        out = self.potential.evaluate(graph, forces=True, stress=want_stress)
         energy = float(out["energy"][0])
         self.results = {"energy": energy, "free_energy": energy, "forces": out["forces"].cpu().numpy()}
         if "stress" in out:
