@@ -1,0 +1,129 @@
+"""``label``: run a labelling backend over structures into a dataset, with checkpoints and resume.
+
+Every structure is identified by its geometry hash (numbers, positions, cell, pbc, charge, multiplicity).
+A structure already in the output (as a record or as a recorded failure) is skipped, so a killed run,
+started again with the same inputs, neither repeats nor skips work. Results are appended (atomically)
+every ``checkpoint_every`` structures; a kill loses at most the structures since the last checkpoint.
+Failed calculations (non-converged SCF, crashed codes) are recorded in the ``failures`` table with their
+reason and are never kept as data.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ase import Atoms
+
+from mlff.data.labelers.base import Labeler, charge_and_multiplicity
+from mlff.data.records import geometry_hash, make_record, validate
+from mlff.data.store import Dataset
+from mlff.errors import MLFFError
+from mlff.provenance import provenance
+
+__all__ = ["label", "LabelSummary"]
+
+
+@dataclass
+class LabelSummary:
+    labelled: int  # new records this run
+    failed: int  # new failures this run
+    skipped: int  # already in the output (records or failures)
+    total_records: int  # records in the output now
+    wall_s: float  # this run
+
+    def __str__(self) -> str:
+        return (f"{self.labelled} labelled, {self.failed} failed, {self.skipped} already done; "
+                f"{self.total_records} records in all ({self.wall_s:.1f} s)")
+
+
+def _provenance(labeler: Labeler, structure: Atoms, result, software: dict) -> dict:
+    return {**labeler.level(), "scf_converged": bool(result.converged), "wall_s": round(result.wall_s, 3),
+            "geometry_source": structure.info.get("source", ""), "labelled_utc":
+            datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
+            "mlff_git_commit": software.get("mlff_git_commit"), **({"details": result.info} if result.info else {})}
+
+
+def _outcome(labeler: Labeler, structure: Atoms, software: dict) -> tuple[str, Atoms]:
+    """("records" | "failures", the record to store) for one structure."""
+    result = labeler.compute(structure)
+    prov = _provenance(labeler, structure, result, software)
+    if result.converged and result.energy_eV is not None and result.forces_eV_A is None \
+            and getattr(labeler, "forces", True):
+        result.converged, result.reason = False, "backend returned no forces"
+    if not result.converged:
+        prov["failure_reason"] = result.reason or "unknown"
+        return "failures", make_record(structure, provenance=prov)
+    return "records", make_record(structure, energy=result.energy_eV, forces=result.forces_eV_A, provenance=prov)
+
+
+def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, checkpoint_every: int = 1,
+          progress: bool = True, description: str = "") -> LabelSummary:
+    """Label ``structures`` with ``labeler`` into the dataset at ``output`` (created if missing).
+
+    Records keep the structures' info (``source``, ``xi``, ``tags``, fixed atoms) and gain a
+    ``provenance`` dict: the level of theory and code (``labeler.level()``), SCF convergence, wall time,
+    where the geometry came from, when and where it was labelled.
+    """
+    if checkpoint_every < 1:
+        raise MLFFError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    for k, s in enumerate(structures):
+        validate(s, f"structure {k}", require=())
+        try:
+            charge_and_multiplicity(s)
+        except MLFFError as err:
+            raise MLFFError(f"structure {k}: {err}") from None
+    require = ("energy", "forces") if getattr(labeler, "forces", True) else ("energy",)
+    output = Path(output)
+    dataset = Dataset(output) if output.exists() else Dataset.create(output, description=description)
+    done = set(dataset.column("geometry_hash")) | set(dataset.column("geometry_hash", "failures"))
+    todo = [s for s in structures if geometry_hash(s) not in done]
+    start, software = time.perf_counter(), provenance()
+    pending = {"records": [], "failures": []}
+    counts = {"records": 0, "failures": 0}
+
+    def flush():
+        for table, items in pending.items():
+            if items:
+                dataset.append(items, table=table, where=f"{output} {table}",
+                               require=require if table == "records" else ())
+                counts[table] += len(items)
+                items.clear()
+
+    with _progress(progress, len(todo), labeler.name) as advance:
+        for n, structure in enumerate(todo, 1):
+            table, record = _outcome(labeler, structure, software)
+            pending[table].append(record)
+            if n % checkpoint_every == 0:
+                flush()
+            advance()
+        flush()
+    return LabelSummary(counts["records"], counts["failures"], len(structures) - len(todo), len(dataset),
+                        time.perf_counter() - start)
+
+
+class _progress:
+    """A rich progress bar with rate and ETA (silent when ``enabled`` is False)."""
+
+    def __init__(self, enabled: bool, total: int, name: str):
+        self.enabled, self.total, self.name = enabled, total, name
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+        self.bar = Progress("[bold]label", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TimeRemainingColumn(), transient=False)
+        self.bar.start()
+        task = self.bar.add_task(self.name, total=self.total)
+        return lambda: self.bar.advance(task)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.stop()
+        return False
