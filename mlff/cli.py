@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlff", description="MACE force fields: potentials, neighbour lists, MD.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="versions, GPU and CuPy availability").set_defaults(run=_info)
+    from mlff.data.cli import add_data_commands
+
+    add_data_commands(commands)
     potential = commands.add_parser("potential", help="build, inspect and export potentials")
     sub = potential.add_subparsers(dest="action", required=True)
     build = sub.add_parser("build", help="an untrained potential from a YAML model config")

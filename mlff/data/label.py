@@ -35,10 +35,12 @@ class LabelSummary:
     skipped: int  # already in the output (records or failures)
     total_records: int  # records in the output now
     wall_s: float  # this run
+    remaining: int = 0  # left for a later run (stopped by the time limit)
 
     def __str__(self) -> str:
         return (f"{self.labelled} labelled, {self.failed} failed, {self.skipped} already done; "
-                f"{self.total_records} records in all ({self.wall_s:.1f} s)")
+                f"{self.total_records} records in all ({self.wall_s:.1f} s)"
+                + (f"; {self.remaining} left for the next run" if self.remaining else ""))
 
 
 def _provenance(labeler: Labeler, structure: Atoms, result, software: dict) -> dict:
@@ -62,12 +64,13 @@ def _outcome(labeler: Labeler, structure: Atoms, software: dict) -> tuple[str, A
 
 
 def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, checkpoint_every: int = 1,
-          progress: bool = True, description: str = "") -> LabelSummary:
+          progress: bool = True, description: str = "", time_limit_s: float | None = None) -> LabelSummary:
     """Label ``structures`` with ``labeler`` into the dataset at ``output`` (created if missing).
 
     Records keep the structures' info (``source``, ``xi``, ``tags``, fixed atoms) and gain a
     ``provenance`` dict: the level of theory and code (``labeler.level()``), SCF convergence, wall time,
-    where the geometry came from, when and where it was labelled.
+    where the geometry came from, when and where it was labelled. With ``time_limit_s`` the run stops
+    (after saving) before a structure that would likely end past the limit; run it again to go on.
     """
     if checkpoint_every < 1:
         raise MLFFError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
@@ -94,16 +97,21 @@ def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, 
                 counts[table] += len(items)
                 items.clear()
 
+    n, slowest = 0, 0.0
     with _progress(progress, len(todo), labeler.name) as advance:
-        for n, structure in enumerate(todo, 1):
+        for structure in todo:
+            if time_limit_s is not None and time.perf_counter() - start + slowest > time_limit_s:
+                break
+            began = time.perf_counter()
             table, record = _outcome(labeler, structure, software)
+            slowest, n = max(slowest, time.perf_counter() - began), n + 1
             pending[table].append(record)
             if n % checkpoint_every == 0:
                 flush()
             advance()
         flush()
     return LabelSummary(counts["records"], counts["failures"], len(structures) - len(todo), len(dataset),
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, remaining=len(todo) - n)
 
 
 class _progress:

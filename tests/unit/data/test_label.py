@@ -85,3 +85,11 @@ def test_bad_inputs_are_refused_before_any_work(tmp_path):
     with pytest.raises(MLFFError, match="structure 1: atoms 0 and 1 overlap"):
         label(overlapping, labeler, tmp_path / "out.h5", progress=False)
     assert labeler.calls == 0
+
+
+def test_a_time_limit_stops_cleanly_and_the_next_run_finishes(tmp_path):
+    first = label(structures(8), EMTLabeler(delay_s=0.1), tmp_path / "out.h5", progress=False, time_limit_s=0.35)
+    assert 1 <= first.labelled < 8 and first.remaining == 8 - first.labelled
+    assert Dataset(tmp_path / "out.h5").count() == first.labelled  # saved before stopping
+    second = label(structures(8), EMTLabeler(), tmp_path / "out.h5", progress=False)
+    assert second.labelled == first.remaining and second.total_records == 8

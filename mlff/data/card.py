@@ -1,0 +1,93 @@
+"""A dataset card: counts per region of xi, energy and force distributions (plots), level, checksums."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mlff.data.store import Dataset
+from mlff.provenance import provenance, sha256_file
+
+__all__ = ["dataset_statistics", "write_card"]
+
+REGIONS = {"reactant": "xi < -0.3 Å", "ts": "|xi| < 0.3 Å", "product": "xi > 0.3 Å"}
+
+
+def dataset_statistics(dataset: Dataset) -> dict:
+    """Counts per tag and region, energy per atom and force statistics, and the level(s) of theory."""
+    infos = dataset.infos()
+    energy, n_atoms = dataset.column("energy"), dataset.column("n_atoms")
+    forces = np.concatenate([r.get_forces().ravel() for r in dataset.read()]) if len(dataset) else np.zeros(0)
+    xi = np.array([info.get("xi", np.nan) for info in infos], dtype=float)
+    levels = sorted({json.dumps({k: info.get("provenance", {}).get(k, "") for k in
+                                 ("method", "functional", "basis", "dispersion", "solvent", "code", "code_version")},
+                                sort_keys=True) for info in infos})
+    return {"records": len(infos), "failures": dataset.count("failures"),
+            "per_region": {r: int(sum(r in info.get("tags", []) for info in infos)) for r in REGIONS},
+            "holdout_scan": int(sum("holdout-scan" in info.get("tags", []) for info in infos)),
+            "atoms_per_record": sorted({int(n) for n in n_atoms}),
+            "xi_A": [float(np.nanmin(xi)), float(np.nanmax(xi))] if np.isfinite(xi).any() else None,
+            "energy_eV": [float(energy.min()), float(energy.max())] if len(energy) else None,
+            "force_rms_eV_A": float(np.sqrt(np.mean(forces**2))) if len(forces) else None,
+            "force_max_eV_A": float(np.abs(forces).max()) if len(forces) else None,
+            "levels": [json.loads(level) for level in levels], "checksum": dataset.checksum()}
+
+
+def _plots(datasets: dict[str, Dataset], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_xi, ax_e, ax_f) = plt.subplots(1, 3, figsize=(13, 3.8))
+    for name, ds in datasets.items():
+        infos, energy, n_atoms = ds.infos(), ds.column("energy"), ds.column("n_atoms")
+        ax_xi.hist([i.get("xi", np.nan) for i in infos], bins=56, range=(-1.6, 1.6), alpha=0.6, label=name)
+        ax_e.hist(1e3 * (energy - energy.min()) / n_atoms, bins=50, alpha=0.6, label=name)
+        forces = np.concatenate([r.get_forces().ravel() for r in ds.read()])
+        ax_f.hist(forces, bins=80, alpha=0.6, log=True, label=name)
+    for ax, label in ((ax_xi, "xi = d(C-H) - d(H-C4) (Å)"), (ax_e, "(E - E_min) / atom (meV)"),
+                      (ax_f, "force component (eV/Å)")):
+        ax.set_xlabel(label)
+        ax.legend()
+    ax_xi.axvspan(-0.3, 0.3, color="grey", alpha=0.15)
+    ax_xi.set_ylabel("configurations")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_card(datasets: dict[str, str | Path], out_dir: str | Path, *, recipe: dict | None = None) -> Path:
+    """CARD.md, distributions.png and checksums.json for the named datasets, in ``out_dir``."""
+    out_dir = Path(out_dir)
+    opened = {name: Dataset(path) for name, path in datasets.items()}
+    stats = {name: dataset_statistics(ds) for name, ds in opened.items()}
+    _plots({n: ds for n, ds in opened.items() if len(ds)}, out_dir / "distributions.png")
+    checksums = {Path(p).name: {"sha256_file": sha256_file(p), "records_checksum": stats[n]["checksum"]}
+                 for n, p in datasets.items()}
+    (out_dir / "checksums.json").write_text(json.dumps(checksums, indent=2) + "\n")
+    lines = ["# FDH active-site dataset card", "", "Written by `mlff.data.card.write_card`; numbers below are "
+             "computed from the files. See README.md for the cluster model.", "",
+             "| dataset | records | failures | reactant | ts | product | holdout scan | atoms | xi range (Å) | "
+             "force RMS (eV/Å) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in stats.items():
+        xi = "-" if s["xi_A"] is None else f"{s['xi_A'][0]:+.2f} .. {s['xi_A'][1]:+.2f}"
+        rms = "-" if s["force_rms_eV_A"] is None else f"{s['force_rms_eV_A']:.3f}"
+        r = s["per_region"]
+        lines.append(f"| {name} | {s['records']} | {s['failures']} | {r['reactant']} | {r['ts']} | {r['product']} | "
+                     f"{s['holdout_scan']} | {s['atoms_per_record']} | {xi} | {rms} |")
+    lines += ["", "Regions: " + "; ".join(f"{k}: {v}" for k, v in REGIONS.items()), "",
+              "## Level of theory", ""]
+    for name, s in stats.items():
+        lines += [f"- {name}: " + "; ".join(", ".join(f"{k} {v}" for k, v in level.items() if v)
+                                             for level in s["levels"])]
+    if recipe:
+        lines += ["", "## Sampling recipe", "", "```json", json.dumps(recipe, indent=2), "```"]
+    lines += ["", "## Distributions", "", "![xi, energy and force distributions](distributions.png)", "",
+              "## Checksums", "", "sha256 of each file and of its records' content hashes: `checksums.json`.",
+              "", f"Card written {provenance()['created_utc']}."]
+    card = out_dir / "CARD.md"
+    card.write_text("\n".join(lines) + "\n")
+    return card

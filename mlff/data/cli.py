@@ -1,0 +1,178 @@
+"""``mlff data ...``: build the FDH cluster, sample, label, validate, inspect, import and export datasets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mlff.errors import MLFFError
+
+__all__ = ["add_data_commands"]
+
+
+def _keys(args):
+    from mlff.data.io import KeyMap
+
+    return KeyMap(energy=args.energy_key, forces=args.forces_key, stress=args.stress_key)
+
+
+def _read_any(path: str, args, require=("energy", "forces")):
+    """Records from an mlff dataset (.h5) or any file ``read_structures`` takes."""
+    from mlff.data import Dataset, read_structures
+
+    if Path(path).suffix in (".h5", ".hdf5"):
+        return Dataset(path).read()
+    return read_structures(path, keys=_keys(args), require=require)
+
+
+def _build_cluster(args) -> None:
+    from ase.io import write
+
+    from mlff.data.cluster import build_cluster, reaction_coordinate
+
+    atoms = build_cluster(args.size, args.state, seed=args.seed)
+    write(args.out, atoms, format="extxyz")
+    print(f"wrote {args.size} {args.state} cluster ({len(atoms)} atoms, charge {atoms.info['charge']}, "
+          f"xi = {reaction_coordinate(atoms):+.2f} Å, {len(atoms.info.get('fixed', []))} fixed) to {args.out}")
+
+
+def _sample(args) -> None:
+    from mlff.data import Dataset
+    from mlff.data.recipe import load_recipe, sample_pool
+
+    recipe = load_recipe(args.recipe)
+    pool = sample_pool(recipe, progress=True)
+    dataset = Dataset.create(args.out, description=f"unlabelled GFN2-xTB geometries, {recipe.size} cluster",
+                             overwrite=args.overwrite)
+    dataset.append(pool, require=())
+    print(f"wrote {len(pool)} geometries to {args.out}")
+
+
+def _label(args) -> None:
+    from mlff.data import label
+    from mlff.data.labelers import make_labeler
+
+    spec = {"backend": args.backend, "basis": args.basis, "functional": args.functional,
+            "solvent_eps": None if args.gas else args.eps, "forces": not args.energy_only}
+    structures = _read_any(args.pool, args, require=())
+    if args.limit is not None:
+        structures = structures[:args.limit]
+    summary = label(structures, make_labeler(spec), args.out, checkpoint_every=args.checkpoint_every,
+                    time_limit_s=None if args.minutes is None else 60 * args.minutes)
+    print(summary)
+    if Dataset(args.out).count("failures"):
+        print(f"failures are kept in {args.out} (table 'failures'); `mlff data info {args.out}` lists them")
+
+
+def _validate(args) -> None:
+    records = _read_any(args.path, args, require=() if args.unlabelled else ("energy", "forces"))
+    from mlff.data.records import validate
+
+    for k, record in enumerate(records):  # .h5 records are validated on the way in; check again anyway
+        validate(record, f"{args.path} record {k}", require=() if args.unlabelled else ("energy", "forces"),
+                 elements=args.elements)
+    print(f"{args.path}: {len(records)} records, all valid")
+
+
+def _info(args) -> None:
+    from mlff.data import Dataset
+
+    dataset = Dataset(args.path)
+    summary = dataset.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"{summary['path']}: {summary['records']} records, {summary['failures']} failures, "
+          f"{summary['atoms']} atoms; elements {', '.join(summary['elements'])}; "
+          f"atoms per record {summary['atoms_per_record']}")
+    if summary["tags"]:
+        print("tags: " + ", ".join(f"{t} {n}" for t, n in sorted(summary["tags"].items())))
+    if summary["energy_eV"]:
+        print(f"energy range {summary['energy_eV'][0]:.4f} .. {summary['energy_eV'][1]:.4f} eV")
+    print(f"checksum {summary['checksum']}")
+    for failure in dataset.infos("failures")[: args.failures]:
+        print(f"  failed: {failure.get('source', '?')}: {failure['provenance'].get('failure_reason')}")
+
+
+def _import(args) -> None:
+    from mlff.data import Dataset
+
+    records = _read_any(args.source, args)
+    dataset = Dataset(args.out) if Path(args.out).exists() and not args.overwrite else \
+        Dataset.create(args.out, description=f"imported from {args.source}", overwrite=args.overwrite)
+    print(f"{args.out}: {dataset.append(records, where=f'{args.source} record')} records")
+
+
+def _export(args) -> None:
+    from mlff.data import Dataset, write_db, write_extxyz
+
+    records = Dataset(args.path).read()
+    if args.split:
+        name, _, seed = args.split.partition(":")
+        records = [records[i] for i in Dataset(args.path).split(seed=int(seed or 0))[name]]
+    if Path(args.out).suffix == ".db":
+        write_db(args.out, records)
+    else:
+        write_extxyz(args.out, records, keys=_keys(args))
+    print(f"wrote {len(records)} records to {args.out}")
+
+
+def _key_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--energy-key", default="REF_energy", help="info key of the energy (default REF_energy)")
+    parser.add_argument("--forces-key", default="REF_forces", help="array key of the forces (default REF_forces)")
+    parser.add_argument("--stress-key", default="REF_stress", help="info key of the stress (default REF_stress)")
+
+
+def add_data_commands(commands) -> None:
+    data = commands.add_parser("data", help="datasets: build the FDH cluster, sample, label, validate, info, "
+                                            "import, export")
+    sub = data.add_subparsers(dest="action", required=True)
+    p = sub.add_parser("build-cluster", help="the FDH active-site QM cluster (extxyz)")
+    p.add_argument("--size", choices=["small", "medium", "large"], default="small")
+    p.add_argument("--state", choices=["reactant", "product"], default="reactant")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="cluster.xyz")
+    p.set_defaults(run=_build_cluster)
+    p = sub.add_parser("sample", help="GFN2-xTB geometries (MD, xi scans, normal modes, FPS) from a recipe")
+    p.add_argument("recipe", help="YAML sampling recipe (see workflows/fdh_dataset.yaml)")
+    p.add_argument("out", help="output .h5 pool of unlabelled geometries")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(run=_sample)
+    p = sub.add_parser("label", help="DFT labels for a pool, resumable (run again to go on)")
+    p.add_argument("pool", help=".h5 pool or any structure file")
+    p.add_argument("out", help="output .h5 dataset (created or extended)")
+    p.add_argument("--backend", choices=["pyscf", "gpu4pyscf"], default="pyscf")
+    p.add_argument("--functional", default="b3lyp")
+    p.add_argument("--basis", default="def2-svp")
+    p.add_argument("--eps", type=float, default=4.0, help="C-PCM dielectric constant (default 4)")
+    p.add_argument("--gas", action="store_true", help="gas phase instead of the continuum")
+    p.add_argument("--energy-only", action="store_true", help="single points (e.g. def2-TZVP basis checks)")
+    p.add_argument("--limit", type=int, help="only the first N structures of the pool")
+    p.add_argument("--minutes", type=float, help="stop cleanly before this wall time (resumable chunks)")
+    p.add_argument("--checkpoint-every", type=int, default=1)
+    _key_options(p)
+    p.set_defaults(run=_label)
+    p = sub.add_parser("validate", help="check every record of a file (NaN, shapes, elements, overlaps)")
+    p.add_argument("path")
+    p.add_argument("--unlabelled", action="store_true", help="geometries only, no labels required")
+    p.add_argument("--elements", nargs="+", help="allowed elements")
+    _key_options(p)
+    p.set_defaults(run=_validate)
+    p = sub.add_parser("info", help="summary of a dataset: counts, tags, energies, checksum, failures")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--failures", type=int, default=10, help="list up to N failures (default 10)")
+    p.set_defaults(run=_info)
+    p = sub.add_parser("import", help="extxyz / ASE db / DFT outputs into a dataset (validated)")
+    p.add_argument("source")
+    p.add_argument("out")
+    p.add_argument("--overwrite", action="store_true")
+    _key_options(p)
+    p.set_defaults(run=_import)
+    p = sub.add_parser("export", help="a dataset (or one split) to extxyz (mace-torch keys) or ASE db")
+    p.add_argument("path")
+    p.add_argument("out", help=".xyz/.extxyz or .db")
+    p.add_argument("--split", help="train, valid or test, optionally :SEED (default seed 0)")
+    _key_options(p)
+    p.set_defaults(run=_export)

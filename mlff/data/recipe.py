@@ -1,0 +1,120 @@
+"""The sampling recipe of the FDH dataset: which GFN2-xTB geometries to make and which to keep.
+
+Reactant and product clusters are sampled by Langevin MD at several temperatures, the hydride-transfer
+coordinate xi by restrained windows from ``scan_from_A`` to ``scan_to_A``, and the minima by normal-mode
+displacements. Farthest-point selection then keeps ``select`` diverse geometries, at least ``ts_min`` of
+them with |xi| < ``ts_region_A``. A separate restrained, relaxed scan (tag ``holdout-scan``) is kept out of
+training, to check a potential's energy profile along xi against DFT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mlff.config import from_dict, load_yaml
+from mlff.errors import MLFFError
+
+__all__ = ["SamplingRecipe", "load_recipe", "sample_pool", "region_of"]
+
+
+@dataclass
+class SamplingRecipe:
+    size: str = "small"  # cluster size: small (~40 atoms), medium (~60), large
+    seed: int = 0
+    md_temperatures_K: list = field(default_factory=lambda: [300.0, 450.0, 600.0])
+    md_steps: int = 2000  # per temperature and state
+    md_every: int = 10  # keep a frame every N steps
+    scan_from_A: float = -1.4
+    scan_to_A: float = 1.4
+    scan_windows: int = 29
+    scan_k_eV_per_A2: float = 20.0
+    scan_md_steps: int = 400  # restrained MD per window
+    scan_temperature_K: float = 300.0
+    normal_modes: int = 100  # displaced geometries per state
+    normal_mode_temperature_K: float = 300.0
+    select: int = 1500  # geometries kept by farthest-point selection
+    ts_region_A: float = 0.3
+    ts_min: int = 150  # at least this many kept with |xi| < ts_region_A
+    holdout_scan_points: int = 15  # relaxed restrained scan kept out of training (0: none)
+
+
+def load_recipe(source) -> SamplingRecipe:
+    """A recipe from a YAML path or a dict (unknown keys refused by name)."""
+    data = load_yaml(source) if not isinstance(source, dict) else source
+    recipe = from_dict(SamplingRecipe, data, "sampling recipe" if isinstance(source, dict) else str(source))
+    if recipe.select < recipe.ts_min:
+        raise MLFFError(f"select ({recipe.select}) must be at least ts_min ({recipe.ts_min})")
+    return recipe
+
+
+def region_of(xi_A: float, ts_region_A: float = 0.3) -> str:
+    """"reactant" (xi < -ts), "ts" (|xi| < ts) or "product" (xi > ts)."""
+    if xi_A < -ts_region_A:
+        return "reactant"
+    return "product" if xi_A > ts_region_A else "ts"
+
+
+def _candidates(recipe: SamplingRecipe, progress: bool) -> list:
+    from mlff.data.cluster import build_cluster
+    from mlff.data.sampling import normal_mode_samples, scan_xi, xtb_md
+
+    frames = []
+    states = {s: build_cluster(recipe.size, s, seed=recipe.seed) for s in ("reactant", "product")}
+    for k, (state, atoms) in enumerate(states.items()):
+        for t, temperature in enumerate(recipe.md_temperatures_K):
+            frames += xtb_md(atoms, temperature_K=temperature, steps=recipe.md_steps, every=recipe.md_every,
+                             seed=recipe.seed + 100 * k + t)
+        frames += normal_mode_samples(atoms, recipe.normal_modes, temperature_K=recipe.normal_mode_temperature_K,
+                                      seed=recipe.seed + 10 + k)
+    xi_values = np.linspace(recipe.scan_from_A, recipe.scan_to_A, recipe.scan_windows)
+    frames += scan_xi(states["reactant"], xi_values, k_eV_per_A2=recipe.scan_k_eV_per_A2,
+                      md_steps_per_window=recipe.scan_md_steps, temperature_K=recipe.scan_temperature_K,
+                      seed=recipe.seed + 20)
+    return frames
+
+
+def _holdout(recipe: SamplingRecipe) -> list:
+    from mlff.data.cluster import build_cluster
+    from mlff.data.sampling import scan_xi
+
+    if recipe.holdout_scan_points <= 0:
+        return []
+    xi_values = np.linspace(recipe.scan_from_A, recipe.scan_to_A, recipe.holdout_scan_points)
+    frames = scan_xi(build_cluster(recipe.size, "reactant", seed=recipe.seed), xi_values,
+                     k_eV_per_A2=recipe.scan_k_eV_per_A2, md_steps_per_window=0, seed=recipe.seed + 30)
+    # one relaxed geometry per window: the last frame of each
+    last = {}
+    for frame in frames:
+        last[frame.info["window_xi0"]] = frame
+    return [_tag(f, "holdout-scan", scan="holdout") for f in last.values()]
+
+
+def _tag(atoms, *tags: str, **info):
+    atoms.info["tags"] = sorted(set(atoms.info.get("tags", [])) | set(tags))
+    atoms.info.update(info)
+    return atoms
+
+
+def sample_pool(recipe: SamplingRecipe, *, progress: bool = False) -> list:
+    """The selected geometries (unlabelled), each with ``xi``, ``source``, region tag and fixed atoms."""
+    from mlff.data.cluster import reaction_coordinate
+    from mlff.data.sampling import farthest_point_selection
+
+    frames = _candidates(recipe, progress)
+    xi = np.array([reaction_coordinate(f) for f in frames])
+    ts = np.flatnonzero(np.abs(xi) < recipe.ts_region_A)
+    if len(ts) < recipe.ts_min:
+        raise MLFFError(f"only {len(ts)} candidate geometries with |xi| < {recipe.ts_region_A} Å, "
+                        f"ts_min is {recipe.ts_min}: add scan windows or restrained MD steps")
+    chosen = set(ts[farthest_point_selection([frames[i] for i in ts], recipe.ts_min, seed=recipe.seed)].tolist())
+    rest = np.array(sorted(set(range(len(frames))) - chosen))
+    n_rest = min(recipe.select - len(chosen), len(rest))
+    chosen |= set(rest[farthest_point_selection([frames[i] for i in rest], n_rest, seed=recipe.seed)].tolist())
+    pool = []
+    for i in sorted(chosen):
+        frame = frames[i]
+        frame.info["xi"] = float(xi[i])
+        pool.append(_tag(frame, region_of(xi[i], recipe.ts_region_A), scan="sampling"))
+    return pool + _holdout(recipe)
