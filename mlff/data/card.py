@@ -15,11 +15,20 @@ __all__ = ["dataset_statistics", "write_card"]
 REGIONS = {"reactant": "xi < -0.3 Å", "ts": "|xi| < 0.3 Å", "product": "xi > 0.3 Å"}
 
 
+def _forces(dataset: Dataset) -> np.ndarray:
+    """All force components of the labelled records (empty for a pool of geometries)."""
+    from mlff.data.records import labels
+
+    parts = [labels(r)["forces"].ravel() for r in dataset.read() if "forces" in labels(r)]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
 def dataset_statistics(dataset: Dataset) -> dict:
     """Counts per tag and region, energy per atom and force statistics, and the level(s) of theory."""
     infos = dataset.infos()
     energy, n_atoms = dataset.column("energy"), dataset.column("n_atoms")
-    forces = np.concatenate([r.get_forces().ravel() for r in dataset.read()]) if len(dataset) else np.zeros(0)
+    forces = _forces(dataset)
+    energy = energy[np.isfinite(energy)]
     xi = np.array([info.get("xi", np.nan) for info in infos], dtype=float)
     levels = sorted({json.dumps({k: info.get("provenance", {}).get(k, "") for k in
                                  ("method", "functional", "basis", "dispersion", "solvent", "code", "code_version")},
@@ -45,9 +54,11 @@ def _plots(datasets: dict[str, Dataset], path: Path) -> None:
     for name, ds in datasets.items():
         infos, energy, n_atoms = ds.infos(), ds.column("energy"), ds.column("n_atoms")
         ax_xi.hist([i.get("xi", np.nan) for i in infos], bins=56, range=(-1.6, 1.6), alpha=0.6, label=name)
-        ax_e.hist(1e3 * (energy - energy.min()) / n_atoms, bins=50, alpha=0.6, label=name)
-        forces = np.concatenate([r.get_forces().ravel() for r in ds.read()])
-        ax_f.hist(forces, bins=80, alpha=0.6, log=True, label=name)
+        labelled = np.isfinite(energy)
+        if labelled.any():
+            e = energy[labelled]
+            ax_e.hist(1e3 * (e - e.min()) / n_atoms[labelled], bins=50, alpha=0.6, label=name)
+            ax_f.hist(_forces(ds), bins=80, alpha=0.6, log=True, label=name)
     for ax, label in ((ax_xi, "xi = d(C-H) - d(H-C4) (Å)"), (ax_e, "(E - E_min) / atom (meV)"),
                       (ax_f, "force component (eV/Å)")):
         ax.set_xlabel(label)
