@@ -1,0 +1,47 @@
+"""DFT labelling backends behind one interface: PySCF (CPU), GPU4PySCF (GPU) and any ASE calculator."""
+
+from __future__ import annotations
+
+import inspect
+
+from mlff.data.labelers.ase_calc import ASELabeler
+from mlff.data.labelers.base import LabelResult, Labeler, charge_and_multiplicity
+from mlff.data.labelers.pyscf import PySCFLabeler
+from mlff.errors import MLFFError
+
+__all__ = ["ASELabeler", "LabelResult", "Labeler", "PySCFLabeler", "charge_and_multiplicity", "make_labeler"]
+
+_BACKENDS = ("pyscf", "gpu4pyscf", "ase")
+
+
+def _reject_unknown(spec: dict, allowed, backend: str) -> None:
+    for key in spec:
+        if key not in allowed:
+            raise MLFFError(f"unknown key {key!r} in the {backend} labeller spec; expected some of "
+                            f"{', '.join(sorted(allowed))}")
+
+
+def make_labeler(spec: dict) -> Labeler:
+    """A labeller from a plain dict, e.g. ``{"backend": "pyscf", "functional": "b3lyp", "basis": "def2-svp"}``.
+
+    "pyscf" (CPU) and "gpu4pyscf" (GPU) take ``PySCFLabeler``'s keyword arguments (but not ``device``);
+    "ase" takes only ``{"calculator": "emt"}`` (build other ASE calculators in Python with ``ASELabeler``).
+    """
+    if not isinstance(spec, dict):
+        raise MLFFError(f"a labeller spec must be a dict with a 'backend' key, got {spec!r}")
+    options = dict(spec)
+    backend = options.pop("backend", None)
+    if backend not in _BACKENDS:
+        raise MLFFError(f"labeller backend must be one of {', '.join(_BACKENDS)}, got {backend!r}")
+    if backend == "ase":
+        _reject_unknown(options, {"calculator"}, backend)
+        if str(options.get("calculator", "")).lower() != "emt":
+            raise MLFFError(f"the 'ase' spec supports only calculator 'emt', got {options.get('calculator')!r}; "
+                            "wrap other ASE calculators with mlff.data.labelers.ASELabeler in Python")
+        import ase
+        from ase.calculators.emt import EMT
+
+        return ASELabeler(lambda atoms: EMT(), name="ase-emt",
+                          level={"method": "EMT", "code": "ase", "code_version": ase.__version__})
+    _reject_unknown(options, set(inspect.signature(PySCFLabeler).parameters) - {"device"}, backend)
+    return PySCFLabeler(**options, device="gpu" if backend == "gpu4pyscf" else "cpu")
