@@ -1,10 +1,12 @@
 """Regenerate the FDH active-site dataset in data/fdh-cluster/, resumably, stage by stage.
 
+    python workflows/fdh_dataset.py --stage clusters               # relaxed reactant/product clusters (CPU)
     python workflows/fdh_dataset.py --stage sample                 # GFN2-xTB geometries (CPU, minutes)
     python workflows/fdh_dataset.py --stage label --backend gpu4pyscf --minutes 9   # repeat until done
     python workflows/fdh_dataset.py --stage card                   # CARD.md, plots, checksums
 
-Stages: sample (pool_<size>.h5: unlabelled, selected geometries), label (fdh_<size>.h5 at
+Stages: clusters (cluster_<size>_<state>.xyz: the GFN2-xTB relaxed reactant and product clusters, all three
+sizes, read by MD and tests without RDKit or xTB), sample (pool_<size>.h5: unlabelled, selected geometries), label (fdh_<size>.h5 at
 B3LYP-D3(BJ)/def2-SVP + C-PCM eps=4, energies and forces), e0s (isolated_atoms.h5, same level), tzvp
 (fdh_<size>_tzvp.h5: def2-TZVP single points of a subset, for the basis error), card. Every stage skips
 what is done, so a run stopped at any point (scheduler, --minutes) goes on where it was when run again.
@@ -19,6 +21,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from mlff.data import Dataset, label
+from mlff.data.cluster import reaction_coordinate
 from mlff.data.recipe import load_recipe, sample_pool
 
 SIZES = {"small": 1500, "medium": 500}  # geometries selected per cluster size
@@ -27,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--stage", choices=["sample", "label", "e0s", "tzvp", "card", "all"], default="all")
+    p.add_argument("--stage", choices=["clusters", "sample", "label", "e0s", "tzvp", "card", "all"], default="all")
     p.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     p.add_argument("--recipe", default=str(HERE / "fdh_dataset.yaml"))
     p.add_argument("--out", default=str(HERE.parent / "data" / "fdh-cluster"))
@@ -44,6 +47,24 @@ def labeler(args, **overrides):
     spec = {"backend": args.backend, "functional": "b3lyp", "basis": "def2-svp", "dispersion": "d3bj",
             "solvent_eps": None if args.gas else 4.0, **overrides}
     return make_labeler(spec)
+
+
+def stage_clusters(args, out: Path) -> None:
+    from ase.io import write
+
+    from mlff.data.cluster import SIZES, STATES, build_cluster
+
+    for size in SIZES:
+        for state in STATES:
+            path = out / f"cluster_{size}_{state}.xyz"
+            if path.exists():
+                print(f"{path.name}: exists, skipped")
+                continue
+            start = time.perf_counter()
+            atoms = build_cluster(size, state)
+            write(path, atoms, format="extxyz")
+            print(f"{path.name}: {len(atoms)} atoms, charge {atoms.info['charge']}, "
+                  f"xi {reaction_coordinate(atoms):+.3f} Å, {time.perf_counter() - start:.0f} s")
 
 
 def stage_sample(args, out: Path) -> None:
@@ -105,9 +126,9 @@ def main(argv=None) -> None:
     args, start = parse_args(argv), time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stages = ["sample", "label", "e0s", "tzvp", "card"] if args.stage == "all" else [args.stage]
+    stages = ["clusters", "sample", "label", "e0s", "tzvp", "card"] if args.stage == "all" else [args.stage]
     for stage in stages:
-        if stage in ("sample", "card"):
+        if stage in ("clusters", "sample", "card"):
             globals()[f"stage_{stage}"](args, out)
         else:
             globals()[f"stage_{stage}"](args, out, start)
