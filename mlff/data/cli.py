@@ -50,7 +50,7 @@ def _sample(args) -> None:
 
 
 def _label(args) -> None:
-    from mlff.data import label
+    from mlff.data import Dataset, label
     from mlff.data.labelers import make_labeler
 
     spec = {"backend": args.backend, "basis": args.basis, "functional": args.functional,
