@@ -12,5 +12,5 @@ from mlff.data import Dataset
 def emt_dataset(tmp_path_factory):
     path = tmp_path_factory.mktemp("train-data") / "emt.h5"
     ds = Dataset.create(path, description="EMT test molecules")
-    ds.append(emt_records(36) + scan_records())
+    ds.append(scan_records() + emt_records(36))  # the scan first, so max_records keeps it
     return path

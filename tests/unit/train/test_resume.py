@@ -1,6 +1,9 @@
 """Exact resume: a run stopped midway (mid-epoch or at an epoch boundary) and resumed from its checkpoint
 ends with weights torch.equal to an uninterrupted run; checkpoints load with weights_only=True."""
 
+import os
+import signal
+
 import pytest
 import torch
 from helpers import assert_equal_weights, config
@@ -52,3 +55,18 @@ def test_resume_refuses_a_changed_config(small_config, emt_dataset, tmp_path):
     cfg["optim"]["lr"] = 0.5
     with pytest.raises(MLFFError, match="config changed.*optim"):
         train(cfg, resume=True)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_signal_writes_a_checkpoint_and_stops_cleanly(small_config, emt_dataset, tmp_path, signum):
+    cfg = _cfg(small_config, emt_dataset, tmp_path / "run")
+    sent, previous = [], signal.getsignal(signum)
+
+    def on_step(trainer):
+        if not sent:
+            sent.append(os.kill(os.getpid(), signum))
+
+    assert train(cfg, on_step=on_step).status == "stopped"
+    assert signal.getsignal(signum) == previous  # the run's handler is removed again
+    ck = torch.load(tmp_path / "run" / "member_00" / "checkpoint.pt", weights_only=True)
+    assert ck["state"]["global_step"] == 1 and ck["state"]["epoch"] == 0 and ck["state"]["step"] == 1
