@@ -43,7 +43,7 @@ class OptimConfig:
     weight_decay: float = 5e-7
     scheduler: str = "plateau"  # "plateau" (ReduceLROnPlateau on validation loss), "cosine" or "none"
     plateau_factor: float = 0.8
-    plateau_patience: int = 50  # epochs
+    plateau_patience: int = 5  # epochs without improvement before the LR is multiplied by plateau_factor (mace: 5)
     min_lr: float = 0.0
     clip_grad_norm: float | None = 10.0
     ema_decay: float | None = 0.99  # None: no exponential moving average of the weights
@@ -78,7 +78,8 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda"
     committee: int = 1  # members, seeds seed, seed+1, ...; each on a bootstrap resample when bootstrap
     bootstrap: bool = True  # resample the training set with replacement for each member (committee > 1)
-    e0s: Any = None  # "fit" (least squares on the training set), {symbol: eV}, or "model" (keep the model's);
+    e0s: Any = None  # "fit" (least squares on the training set), {symbol: eV}, "model" (keep the model's), or the
+    # path of an mlff dataset of isolated atoms (one atom per record, e.g. data/fdh-cluster/isolated_atoms.h5);
     # None: "fit" for a new model, "model" when fine-tuning
     scaling: str = "rms_forces"  # "rms_forces" (shift = mean per-atom interaction energy, scale = force RMS) or "none"
     init_from: str | None = None  # fine-tune: a mace-torch .model file (a pickle: trusted files only) or a potential dir
@@ -126,8 +127,8 @@ def _check(c: TrainConfig) -> None:
         raise MLFFError(f"train config: device must be 'auto', 'cpu' or 'cuda', got {c.device!r}")
     if c.scaling not in ("rms_forces", "none"):
         raise MLFFError(f"train config: scaling must be 'rms_forces' or 'none', got {c.scaling!r}")
-    if not (c.e0s is None or c.e0s in ("fit", "model") or isinstance(c.e0s, dict)):
-        raise MLFFError(f"train config: e0s must be 'fit', 'model' or a mapping symbol -> eV, got {c.e0s!r}")
+    if not (c.e0s is None or isinstance(c.e0s, (str, dict))):
+        raise MLFFError(f"train config: e0s must be 'fit', 'model', a mapping symbol -> eV or a dataset path, got {c.e0s!r}")
     for name, value in (("max_epochs", c.max_epochs), ("batch_size", c.batch_size - 1), ("committee", c.committee - 1),
                         ("valid_batch_size", c.valid_batch_size - 1), ("eval_every", c.eval_every - 1)):
         if not isinstance(value, int) or value < 0:
@@ -143,6 +144,8 @@ def load_train_config(path, *, out: str | None = None) -> TrainConfig:
     config = train_config(raw)
     base = Path(path).resolve().parent
     config.data.paths = [str(p if Path(p).is_absolute() or Path(p).exists() else base / p) for p in config.data.paths]
+    if isinstance(config.e0s, str) and config.e0s not in ("fit", "model") and not Path(config.e0s).exists():
+        config.e0s = str(base / config.e0s)
     if out is not None:
         config.out = str(out)
     return config

@@ -7,7 +7,7 @@ from ase.data import chemical_symbols
 
 from mlff.errors import MLFFError
 
-__all__ = ["fit_e0s", "composition", "scale_shift", "average_neighbors"]
+__all__ = ["fit_e0s", "composition", "scale_shift", "average_neighbors", "isolated_atom_e0s"]
 
 
 def composition(atoms_list, atomic_numbers) -> np.ndarray:
@@ -48,3 +48,16 @@ def scale_shift(atoms_list, energies_eV, forces_eVA: np.ndarray, e0s: dict, atom
 def average_neighbors(graphs) -> float:
     """Mean number of neighbours per atom within the cutoff (mace-torch's avg_num_neighbors)."""
     return float(graphs.n_edges.sum()) / max(float(graphs.n_atoms.sum()), 1.0)
+
+
+def isolated_atom_e0s(path) -> dict[str, float]:
+    """E0s (eV) from an mlff dataset of isolated atoms: one single-atom record per element."""
+    from mlff.data import Dataset
+
+    e0s = {}
+    for k, atoms in enumerate(Dataset(path).read()):
+        energy = (getattr(atoms.calc, "results", None) or {}).get("energy")
+        if len(atoms) != 1 or energy is None:
+            raise MLFFError(f"e0s: {path} record {k} is not a labelled isolated atom (1 atom with an energy)")
+        e0s[atoms.get_chemical_symbols()[0]] = float(energy)
+    return e0s

@@ -66,6 +66,10 @@ def _model_setup(config: TrainConfig, records: Records, initial: Potential | Non
         cfg.E0s = fit_e0s(atoms, energies, cfg.atomic_numbers)
     elif isinstance(e0s, dict):
         cfg.E0s = dict(e0s)
+    elif e0s != "model":
+        from mlff.train.e0s import isolated_atom_e0s
+
+        cfg.E0s = isolated_atom_e0s(e0s)
     cfg = model_config(cfg.to_dict())
     if initial is None and config.scaling == "rms_forces":
         given = set(config.model)

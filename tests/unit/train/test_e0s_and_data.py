@@ -75,3 +75,13 @@ def test_batches_gathered_on_device_match_fresh_graphs():
     np.testing.assert_array_equal(labels["energy"].numpy(), [records[k].calc.results["energy"] for k in index])
     np.testing.assert_array_equal(labels["forces"].numpy(), np.concatenate([records[k].calc.results["forces"] for k in index]))
     assert labels["n_atoms"].tolist() == [len(records[k]) for k in index]
+
+
+def test_e0s_from_a_dataset_of_isolated_atoms(tmp_path):
+    from mlff.data import Dataset, make_record
+    from mlff.train.e0s import isolated_atom_e0s
+
+    energies = {"H": -13.6, "C": -1029.0, "N": -1484.2, "O": -2041.1}
+    records = [make_record(Atoms(s, cell=[10, 10, 10]), energy=e, forces=np.zeros((1, 3))) for s, e in energies.items()]
+    Dataset.create(tmp_path / "atoms.h5").append(records)
+    assert isolated_atom_e0s(tmp_path / "atoms.h5") == energies
