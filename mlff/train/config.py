@@ -24,6 +24,7 @@ class DataConfig:
     split: dict = field(default_factory=lambda: {"train": 0.8, "valid": 0.1, "test": 0.1})
     split_seed: int = 0
     group_by: str | None = None  # info key kept whole in one split (e.g. "scan")
+    split_key: str | None = None  # info key naming each record's split ("train"/"valid"/"test"): overrides split
     holdout_tag: str = "holdout-scan"  # records with this tag never enter training; scored as a scan
     regions: list = field(default_factory=lambda: ["reactant", "ts", "product"])  # tags scored separately
     max_records: int | None = None  # use only the first N records (quick trials)

@@ -32,7 +32,11 @@ class Records:
 
 
 def _splits_of(dataset, config, offset: int, infos: list) -> dict:
-    splits = dataset.split(dict(config.split), seed=config.split_seed, group_by=config.group_by)
+    if config.split_key is not None:
+        names = [str(info.get(config.split_key, "")) for info in infos]
+        splits = {name: np.flatnonzero(np.array(names) == name) for name in sorted(set(names)) if name}
+    else:
+        splits = dataset.split(dict(config.split), seed=config.split_seed, group_by=config.group_by)
     held = np.array([config.holdout_tag in info.get("tags", []) for info in infos], bool)
     splits = {name: idx[idx < len(infos)] for name, idx in splits.items()}  # max_records may cut the tail
     out = {name: offset + idx[~held[idx]] for name, idx in splits.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,11 +25,13 @@ def write_log(path, rows: list[dict]) -> None:
     """log.csv: one row per epoch (row 0: the model before training)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
         handle.write(f"# mlff train log; {json.dumps(provenance())}\n")
         writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(tmp, path)  # readers (a benchmark polling the log) never see half a file
 
 
 class EpochReporter:
