@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -201,7 +202,9 @@ class Trainer:
             if "valid_loss" in row:
                 self.sched.step(row["valid_loss"])
         elif self.sched is not None:
-            self.sched.step()
+            with warnings.catch_warnings():  # after a resume at the end of an epoch no step ran in this process
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                self.sched.step()
         if "valid_loss" in row:
             if st["best_loss"] is None or row["valid_loss"] < st["best_loss"]:
                 st.update(best_loss=row["valid_loss"], since_best=0)
