@@ -45,9 +45,13 @@ def scale_shift(atoms_list, energies_eV, forces_eVA: np.ndarray, e0s: dict, atom
     return float(np.mean(per_atom)), scale if scale > 0 else 1.0
 
 
-def average_neighbors(graphs) -> float:
-    """Mean number of neighbours per atom within the cutoff (mace-torch's avg_num_neighbors)."""
-    return float(graphs.n_edges.sum()) / max(float(graphs.n_atoms.sum()), 1.0)
+def average_neighbors(graphs, index=None) -> float:
+    """Mean number of neighbours per atom within the cutoff (mace-torch's avg_num_neighbors), over records
+    ``index`` of a GraphSet (all by default)."""
+    n_edges, n_atoms = graphs.n_edges.cpu().numpy(), graphs.n_atoms.cpu().numpy()
+    if index is not None:
+        n_edges, n_atoms = n_edges[np.asarray(index)], n_atoms[np.asarray(index)]
+    return float(n_edges.sum()) / max(float(n_atoms.sum()), 1.0)
 
 
 def isolated_atom_e0s(path) -> dict[str, float]:

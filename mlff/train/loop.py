@@ -127,9 +127,8 @@ class Trainer:
         w_e, w_f, w_s = self.weights()
         de = (out["energy"] - labels["energy"]) / labels["n_atoms"]
         loss = w_e * de.pow(2).sum() / n_sys + w_f * (out["forces"] - labels["forces"]).pow(2).sum() / (3 * n_atoms)
-        if "stress" in out:
-            mask = labels["has_stress"].to(de.dtype)[:, None, None]
-            loss = loss + w_s * ((out["stress"] - labels["stress"]).pow(2) * mask).sum() / (9 * n_stress)
+        if "stress" in out:  # only systems with stress labels are evaluated with stress
+            loss = loss + w_s * (out["stress"] - labels["stress"]).pow(2).sum() / (9 * n_stress)
         return loss
 
     def _step(self, batch: np.ndarray) -> float:
@@ -138,13 +137,17 @@ class Trainer:
         n_atoms, n_stress = int(self.n_atoms[batch].sum()), int(self.has_stress[batch].sum())
         self.opt.zero_grad(set_to_none=True)
         loss = torch.zeros((), dtype=self.potential.dtype, device=self.potential.device)
-        if len(local):
-            graph, labels = self.graphs.batch(local)
-            stress = self.weights()[2] > 0 and n_stress > 0
-            out = self.potential.evaluate(graph, forces=True, stress=stress, training=True)
-            loss = self._loss(out, labels, len(batch), n_atoms, n_stress)
-            loss.backward()
-        loss = self.dist.allreduce_grads([p for _, p in self.named], loss.detach())
+        # systems with and without stress labels go through separate evaluations: a cluster has no volume, and
+        # its (undefined) stress would turn the gradient into NaN even when masked out of the loss
+        with_stress = self.has_stress[local] if self.weights()[2] > 0 else np.zeros(len(local), bool)
+        for part, stress in ((local[with_stress], True), (local[~with_stress], False)):
+            if len(part):
+                graph, labels = self.graphs.batch(part)
+                out = self.potential.evaluate(graph, forces=True, stress=stress, training=True)
+                part_loss = self._loss(out, labels, len(batch), n_atoms, n_stress)
+                part_loss.backward()
+                loss = loss + part_loss.detach()
+        loss = self.dist.allreduce_grads([p for _, p in self.named], loss)
         if self.config.optim.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_([p for _, p in self.named], self.config.optim.clip_grad_norm)
         self.opt.step()

@@ -62,8 +62,11 @@ class EpochReporter:
             self.bar.start()
             self.task = self.bar.add_task(self.label, total=total, completed=epoch - 1, detail="")
         self.bar.update(self.task, completed=epoch, detail=detail)
-        if epoch >= total:
+
+    def close(self) -> None:
+        if self.bar is not None:
             self.bar.stop()
+            self.bar = None
 
 
 def compute_metrics(potential, graphs, records, config) -> tuple[dict, dict]:

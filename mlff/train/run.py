@@ -13,9 +13,9 @@ from mlff.errors import MLFFError
 from mlff.models.config import model_config
 from mlff.models.potential import Potential, _dtype
 from mlff.train.config import TrainConfig, train_config
-from mlff.train.data import GraphSet, Records, build_graphs, check_species, load_records
+from mlff.train.data import Records, build_graphs, check_species, load_records
 from mlff.train.ddp import Dist, setup, teardown
-from mlff.train.e0s import fit_e0s, scale_shift
+from mlff.train.e0s import average_neighbors, fit_e0s, scale_shift
 from mlff.train.loop import Trainer
 
 __all__ = ["TrainResult", "train", "load_initial"]
@@ -153,8 +153,7 @@ def _train(config: TrainConfig, dist: Dist, resume: bool, on_step) -> TrainResul
     cfg = _model_setup(config, records, initial)
     graphs = build_graphs(records.atoms, cfg.r_max, device=dist.device, dtype=_dtype(config.dtype))
     if initial is None and "avg_num_neighbors" not in config.model:
-        subset = graphs_subset(graphs, np.unique(records.splits["train"]))
-        cfg.avg_num_neighbors = subset
+        cfg.avg_num_neighbors = average_neighbors(graphs, np.unique(records.splits["train"]))
     members = []
     for k in range(config.committee):
         potential = _member(config, cfg, initial, k, dist.device)
@@ -163,7 +162,10 @@ def _train(config: TrainConfig, dist: Dist, resume: bool, on_step) -> TrainResul
                           progress=_progress(config, dist, k))
         if resume and trainer.checkpoint_path.is_file():
             trainer.resume()
-        if trainer.run() == "stopped":
+        status = trainer.run()
+        if trainer.progress is not None:
+            trainer.progress.close()
+        if status == "stopped":
             return TrainResult("stopped", run_dir)
         members.append(potential.members[0])
     potential = Potential(cfg, members, {"origin": _origin(config)})
@@ -173,12 +175,6 @@ def _train(config: TrainConfig, dist: Dist, resume: bool, on_step) -> TrainResul
 
     potential_dir, metrics = write_outputs(potential, graphs, records, config, run_dir)
     return TrainResult("done", run_dir, potential_dir, metrics)
-
-
-def graphs_subset(graphs: GraphSet, index: np.ndarray) -> float:
-    """avg_num_neighbors over records ``index``."""
-    idx = torch.as_tensor(index, device=graphs.n_atoms.device)
-    return float(graphs.n_edges[idx].sum()) / max(float(graphs.n_atoms[idx].sum()), 1.0)
 
 
 def _origin(config: TrainConfig) -> str:
