@@ -77,6 +77,7 @@ class TrainConfig:
     eval_every: int = 1  # epochs between validations
     dtype: str = "float64"  # "float32" or "float64"
     device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda"
+    deterministic: bool = False  # deterministic CUDA kernels (slower): needed for bitwise-exact resume on a GPU
     committee: int = 1  # members, seeds seed, seed+1, ...; each on a bootstrap resample when bootstrap
     bootstrap: bool = True  # resample the training set with replacement for each member (committee > 1)
     e0s: Any = None  # "fit" (least squares on the training set), {symbol: eV}, "model" (keep the model's), or the

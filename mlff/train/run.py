@@ -135,6 +135,11 @@ def train(config: TrainConfig | dict, *, resume: bool = False, on_step=None) -> 
     Under ``torchrun`` every process calls this; rank 0 writes the files.
     """
     config = train_config(config)
+    if config.deterministic:  # CUDA scatter/index_add otherwise sum in a run-dependent order
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
     dist = setup(config.device)
     try:
         return _train(config, dist, resume, on_step)
