@@ -206,7 +206,7 @@ class Trainer:
                 self.sched.step(row["valid_loss"])
         elif self.sched is not None:
             with warnings.catch_warnings():  # after a resume at the end of an epoch no step ran in this process
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
                 self.sched.step()
         if "valid_loss" in row:
             if st["best_loss"] is None or row["valid_loss"] < st["best_loss"]:
