@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import torch
-from helpers import config, emt_records, weights
+from helpers import assert_equal_weights, config, emt_records, weights
 
 from mlff import MLFFCalculator, load_potential
 from mlff.train import train
@@ -24,6 +24,7 @@ def test_training_drops_force_rmse_well_below_untrained(small_config, emt_datase
     assert np.mean(train_loss[-5:]) < 0.2 * np.mean(train_loss[:3])
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert "provenance" in metrics and {"train", "valid"} <= set(metrics["metrics"]["splits"])
+    assert {"all", "reactant", "ts", "product"} <= set(metrics["metrics"]["splits"]["train"])
     scan = metrics["metrics"]["scans"]["OH-stretch"]
     assert scan["n_points"] == 6 and scan["max_abs_error_kcal_mol_mean_aligned"] >= 0
     assert metrics["metrics"]["splits"]["train"]["all"]["forces_rmse_meV_A"] < untrained
@@ -47,6 +48,15 @@ def test_committee_members_differ_and_calculator_reports_spread(small_config, em
                  data={"paths": [str(emt_dataset)], "max_records": 12})
     potential = load_potential(train(cfg).potential_dir)
     assert potential.committee_size == 2 and potential.dtype == torch.float32
+    # a committee run stopped inside member 1 and resumed ends with the same committee
+    cfg["out"] = str(tmp_path / "stopped")
+
+    def stop_in_member_1(trainer):
+        if trainer.checkpoint_path.parent.name == "member_01" and trainer.state["global_step"] == 1:
+            trainer.request_stop()
+
+    assert train(cfg, on_step=stop_in_member_1).status == "stopped"
+    assert_equal_weights(load_potential(train(cfg, resume=True).potential_dir), potential)
     w0, w1 = (weights(type(potential)(potential.config, [m])) for m in potential.members)
     assert any(not torch.equal(w0[k], w1[k]) for k in w0 if w0[k].is_floating_point())
     atoms = emt_records(1, seed=9)[0]
