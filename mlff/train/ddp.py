@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = ["Dist", "setup", "teardown"]
@@ -52,6 +53,16 @@ class Dist:
         t = torch.tensor([1.0 if flag else 0.0], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (float64) summed over all processes."""
+        if self.world == 1:
+            return values
+        import torch.distributed as dist
+
+        t = torch.as_tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.cpu().numpy()
 
     def barrier(self) -> None:
         if self.world > 1:

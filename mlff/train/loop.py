@@ -17,7 +17,7 @@ import torch
 
 from mlff.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mlff.train.ddp import Dist
-from mlff.train.metrics import error_summary, predict
+from mlff.train.metrics import predict
 
 __all__ = ["Trainer"]
 
@@ -173,16 +173,22 @@ class Trainer:
 
     # ---- validation and epoch bookkeeping ----------------------------------------------------
     def validate(self) -> dict:
+        """Validation loss and RMSEs with the EMA weights; under DDP each process scores its share of the
+        validation records and the sums of squares are added up over processes."""
         if len(self.valid_idx) == 0:
             return {}
-        with self.ema_weights():
-            p = predict(self.potential, self.graphs, self.valid_idx, self.config.valid_batch_size)
+        mine = np.array_split(self.valid_idx, self.dist.world)[self.dist.rank]
+        sums = np.zeros(4)  # [sum (dE/N)^2 eV^2, systems, sum dF^2 (eV/Å)^2, force components]
+        if len(mine):
+            with self.ema_weights():
+                p = predict(self.potential, self.graphs, mine, self.config.valid_batch_size)
+            sums[:] = (np.sum(((p.energy - p.energy_ref) / p.n_atoms) ** 2), len(mine),
+                       np.sum((p.forces - p.forces_ref) ** 2), p.forces.size)
+        sums = self.dist.sum(sums)
         w_e, w_f, _ = self.weights()
-        de = (p.energy - p.energy_ref) / p.n_atoms
-        loss = w_e * np.mean(de**2) + w_f * np.mean((p.forces - p.forces_ref) ** 2)
-        s = error_summary(p)
-        return {"valid_loss": float(loss), "valid_energy_rmse_meV_atom": s["energy_rmse_meV_atom"],
-                "valid_forces_rmse_meV_A": s["forces_rmse_meV_A"]}
+        mse_e, mse_f = sums[0] / sums[1], sums[2] / sums[3]
+        return {"valid_loss": float(w_e * mse_e + w_f * mse_f), "valid_energy_rmse_meV_atom": 1000 * float(np.sqrt(mse_e)),
+                "valid_forces_rmse_meV_A": 1000 * float(np.sqrt(mse_f))}
 
     def _enter_stage_two(self) -> None:
         start = self.state["stage_two_from"]
