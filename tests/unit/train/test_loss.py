@@ -65,3 +65,47 @@ def test_stress_term_changes_the_gradient(small_config, tmp_path):
         trainer._step(np.array([0, 1]))
         grads.append(torch.cat([p.grad.reshape(-1) for _, p in trainer.named if p.grad is not None]))
     assert not torch.allclose(grads[0], grads[1])
+
+
+def _bookkeeping_trainer(small_config, tmp_path, **overrides):
+    records = emt_records(2, seed=7)
+    graphs = build_graphs(records, small_config["r_max"])
+    cfg = train_config(config(small_config, tmp_path / "unused.h5", tmp_path, patience=2, max_epochs=50,
+                              optim={"lr": 0.01, "plateau_patience": 1, "plateau_factor": 0.5}, **overrides))
+    trainer = Trainer(build_potential(small_config, seed=3), graphs, [0], [1], cfg, tmp_path, seed=0)
+    return trainer
+
+
+def _epochs(trainer, losses):
+    for loss in losses:
+        trainer.validate = lambda loss=loss: {"valid_loss": loss, "valid_energy_rmse_meV_atom": 1.0,
+                                              "valid_forces_rmse_meV_A": 1.0}
+        trainer._enter_stage_two()
+        trainer._end_epoch(0.0)
+
+
+def test_early_stopping_plateau_lr_and_best_weights(small_config, tmp_path):
+    trainer = _bookkeeping_trainer(small_config, tmp_path)
+    _epochs(trainer, [3.0, 1.0])
+    best = {k: v.clone() for k, v in trainer.best.items()}
+    with torch.no_grad():  # the weights move after the best epoch; the best snapshot must not
+        for ema in trainer.ema.values():
+            ema.add_(1.0)
+    _epochs(trainer, [2.0])
+    assert not trainer.state["early_stopped"] and trainer.opt.param_groups[0]["lr"] == 0.01
+    _epochs(trainer, [2.5])
+    assert trainer.state["early_stopped"] and trainer.state["since_best"] == 2
+    assert trainer.opt.param_groups[0]["lr"] == 0.005  # plateau: 2 epochs > patience 1 without improvement
+    assert all(torch.equal(best[k], trainer.best[k]) for k in best)
+    trainer._finish()
+    assert all(torch.equal(p, best[n]) for n, p in trainer.named)  # the run ends on the best weights
+
+
+def test_patience_in_stage_one_starts_stage_two(small_config, tmp_path):
+    trainer = _bookkeeping_trainer(small_config, tmp_path, stage_two={"start_epoch": 40, "lr": 0.001,
+                                                                       "energy_weight": 500.0})
+    _epochs(trainer, [1.0, 2.0, 2.0])
+    assert not trainer.state["early_stopped"] and trainer.state["stage_two_from"] == 3
+    _epochs(trainer, [5.0])  # the next epoch runs in stage two: new weights, lr, best loss
+    assert trainer.state["stage"] == 2 and trainer.weights()[0] == 500.0
+    assert trainer.opt.param_groups[0]["lr"] == 0.001 and trainer.state["best_loss"] == 5.0
