@@ -55,9 +55,12 @@ def error_summary(p: Predictions) -> dict:
         return {"n_records": 0}
     de = (p.energy - p.energy_ref) / p.n_atoms * 1000.0
     df = (p.forces - p.forces_ref) * 1000.0
-    return {"n_records": int(len(p.index)), "n_atoms": int(p.n_atoms.sum()),
-            "energy_rmse_meV_atom": float(np.sqrt(np.mean(de**2))), "energy_mae_meV_atom": float(np.mean(np.abs(de))),
-            "forces_rmse_meV_A": float(np.sqrt(np.mean(df**2))), "forces_mae_meV_A": float(np.mean(np.abs(df)))}
+    out = {"n_records": int(len(p.index)), "n_atoms": int(p.n_atoms.sum()),
+           "energy_rmse_meV_atom": float(np.sqrt(np.mean(de**2))), "energy_mae_meV_atom": float(np.mean(np.abs(de))),
+           "forces_rmse_meV_A": float(np.sqrt(np.mean(df**2))), "forces_mae_meV_A": float(np.mean(np.abs(df)))}
+    if p.energy_std is not None:  # committee spread: compare with the errors to judge how far to trust it
+        out["energy_std_mean_meV_atom"] = float(np.mean(p.energy_std / p.n_atoms) * 1000.0)
+    return out
 
 
 def scan_errors(p: Predictions, xi: np.ndarray, groups: list) -> dict:

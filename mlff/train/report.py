@@ -112,6 +112,24 @@ def _parity_plot(preds: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _scan_plot(scans: dict, path: Path) -> None:
+    """Energy along each held-out scan: DFT and model, each relative to its own minimum (kcal/mol)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for name, scan in scans.items():
+        line = ax.plot(scan["xi"], scan["energy_dft_kcal_mol"], "o-", label=f"{name} DFT")[0]
+        ax.plot(scan["xi"], scan["energy_model_kcal_mol"], "s--", color=line.get_color(), label=f"{name} model")
+    ax.set(xlabel="xi (reaction coordinate)", ylabel="E - E_min (kcal/mol)", title="held-out scan")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata={"Description": json.dumps(provenance())})
+    plt.close(fig)
+
+
 def _learning_curves(run_dir: Path, committee: int, path: Path) -> None:
     import matplotlib
 
@@ -162,7 +180,7 @@ def _card_section(metrics: dict, records, config, e0s) -> str:
                      f"{scan['max_abs_error_kcal_mol_min_aligned']:.2f} kcal/mol (minima aligned).")
     keys = {k: v for k, v in config.to_dict().items() if k not in ("progress", "plots", "data")}
     lines += ["", "Hyperparameters:", "", "```json", json.dumps(keys, indent=1), "```",
-              "", "Plots: `parity.png`, `learning_curves.png` in the run directory.", ""]
+              "", "Plots: `parity.png`, `learning_curves.png`, `scan.png` (held-out scans) in the run directory.", ""]
     return "\n".join(lines)
 
 
@@ -186,4 +204,6 @@ def write_outputs(potential, graphs, records, config, run_dir: Path) -> tuple[Pa
     if config.plots:
         _parity_plot(preds, run_dir / "parity.png")
         _learning_curves(run_dir, config.committee, run_dir / "learning_curves.png")
+        if metrics["scans"]:
+            _scan_plot(metrics["scans"], run_dir / "scan.png")
     return path, metrics

@@ -28,7 +28,7 @@ def test_training_drops_force_rmse_well_below_untrained(small_config, emt_datase
     scan = metrics["metrics"]["scans"]["OH-stretch"]
     assert scan["n_points"] == 6 and scan["max_abs_error_kcal_mol_mean_aligned"] >= 0
     assert metrics["metrics"]["splits"]["train"]["all"]["forces_rmse_meV_A"] < untrained
-    for png in ("parity.png", "learning_curves.png"):
+    for png in ("parity.png", "learning_curves.png", "scan.png"):
         assert (tmp_path / "run" / png).read_bytes()[:4] == b"\x89PNG"
     card = (result.potential_dir / "MODEL_CARD.md").read_text()
     assert "## Training" in card and "held-out scan".lower() in card.lower()
@@ -63,6 +63,8 @@ def test_committee_members_differ_and_calculator_reports_spread(small_config, em
     atoms.calc = MLFFCalculator(potential)
     atoms.get_potential_energy()
     assert atoms.calc.results["energy_std"] > 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    assert metrics["splits"]["train"]["all"]["energy_std_mean_meV_atom"] > 0
     assert float(np.max(atoms.calc.results["forces_std"])) > 0
 
 
