@@ -12,7 +12,6 @@ from mlff.data import make_record
 from mlff.train.config import train_config
 from mlff.train.data import build_graphs
 from mlff.train.loop import Trainer
-from mlff.train.report import EpochReporter  # noqa: F401  (importable without a terminal)
 
 
 def _periodic(n, seed):
