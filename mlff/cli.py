@@ -40,6 +40,16 @@ def _potential_export(args) -> None:
     print(f"wrote mace-torch model {args.out} (member {args.member})")
 
 
+def _train(args) -> None:
+    from mlff.train import load_train_config, train
+
+    result = train(load_train_config(args.config, out=args.out), resume=args.resume)
+    if result.status == "stopped":
+        print(f"stopped on a signal; checkpoint written in {result.run_dir}: continue with `mlff train {args.config} --resume`")
+    elif result.potential_dir is not None:
+        print(f"trained potential written to {result.potential_dir}; metrics in {result.run_dir / 'metrics.json'}")
+
+
 def _info(args) -> None:
     import torch
 
@@ -61,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     from mlff.data.cli import add_data_commands
 
     add_data_commands(commands)
+    train = commands.add_parser("train", help="train a MACE potential (or committee) on mlff datasets")
+    train.add_argument("config", help="YAML training config (see README, Training)")
+    train.add_argument("--resume", action="store_true", help="continue the run in the output directory from its checkpoints")
+    train.add_argument("--out", help="run directory (overrides 'out' in the config)")
+    train.set_defaults(run=_train)
     potential = commands.add_parser("potential", help="build, inspect and export potentials")
     sub = potential.add_subparsers(dest="action", required=True)
     build = sub.add_parser("build", help="an untrained potential from a YAML model config")

@@ -1,0 +1,209 @@
+"""What a training run leaves behind: log.csv, metrics.json, parity plots and learning curves (PNG), the
+potential directory with its model card, and progress lines while it runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mlff.provenance import provenance
+from mlff.train.metrics import error_summary, predict, scan_errors
+
+__all__ = ["EpochReporter", "write_log", "write_outputs", "compute_metrics"]
+
+LOG_FIELDS = ["epoch", "stage", "lr", "train_loss", "valid_loss", "valid_energy_rmse_meV_atom",
+              "valid_forces_rmse_meV_A", "epoch_time_s"]
+
+
+def write_log(path, rows: list[dict]) -> None:
+    """log.csv: one row per epoch (row 0: the model before training)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        handle.write(f"# mlff train log; {json.dumps(provenance())}\n")
+        writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)  # readers (a benchmark polling the log) never see half a file
+
+
+class EpochReporter:
+    """Epoch progress with epoch time and ETA: a rich bar on a terminal, one line per epoch otherwise."""
+
+    def __init__(self, label: str):
+        self.label, self.bar, self.task, self.t0 = label, None, None, time.perf_counter()
+
+    def __call__(self, row: dict, total_epochs: int) -> None:
+        epoch = row["epoch"]
+        detail = f"loss {row['train_loss']:.4g}"
+        if "valid_forces_rmse_meV_A" in row:
+            detail += f", valid F {row['valid_forces_rmse_meV_A']:.1f} meV/Å, E {row['valid_energy_rmse_meV_atom']:.2f} meV/atom"
+        detail += f", {row['epoch_time_s']:.2f} s/epoch"
+        if sys.stderr.isatty():
+            self._bar(total_epochs, epoch, detail)
+            return
+        remaining = (total_epochs - epoch) * row["epoch_time_s"]
+        print(f"{self.label} epoch {epoch}/{total_epochs}: {detail}, ETA {remaining:.0f} s", file=sys.stderr, flush=True)
+
+    def _bar(self, total: int, epoch: int, detail: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        if self.bar is None:
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
+                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[detail]}"),
+                                transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=total, completed=epoch - 1, detail="")
+        self.bar.update(self.task, completed=epoch, detail=detail)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def compute_metrics(potential, graphs, records, config) -> tuple[dict, dict]:
+    """Errors per split and per region tag, the held-out scan check; and the predictions behind them."""
+    metrics, preds = {"splits": {}, "scans": {}}, {}
+    for split, index in records.splits.items():
+        if len(index) == 0:
+            continue
+        p = predict(potential, graphs, np.sort(index), config.valid_batch_size)
+        preds[split] = p
+        entry = {"all": error_summary(p)}
+        for tag in config.data.regions:
+            mask = np.array([tag in records.infos[k].get("tags", []) for k in p.index])
+            if mask.any():
+                entry[tag] = error_summary(p.subset(mask))
+        metrics["splits"][split] = entry
+    scan = preds.get(config.data.holdout_tag)
+    if scan is not None:
+        infos = [records.infos[k] for k in scan.index]
+        if all("xi" in info for info in infos):
+            xi = np.array([float(info["xi"]) for info in infos])
+            metrics["scans"] = scan_errors(scan, xi, [info.get("scan", "scan") for info in infos])
+    return metrics, preds
+
+
+def _parity_plot(preds: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_e, ax_f) = plt.subplots(1, 2, figsize=(10, 4.6))
+    for split, p in preds.items():
+        ax_e.scatter(p.energy_ref / p.n_atoms, p.energy / p.n_atoms, s=6, label=split, alpha=0.7)
+        ax_f.scatter(p.forces_ref.ravel(), p.forces.ravel(), s=3, label=split, alpha=0.5)
+    for ax, title, unit in ((ax_e, "energy per atom", "eV/atom"), (ax_f, "force components", "eV/Å")):
+        lo, hi = ax.get_xlim()
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set(title=title, xlabel=f"DFT ({unit})", ylabel=f"model ({unit})")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata={"Description": json.dumps(provenance())})
+    plt.close(fig)
+
+
+def _scan_plot(scans: dict, path: Path) -> None:
+    """Energy along each held-out scan: DFT and model, each relative to its own minimum (kcal/mol)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for name, scan in scans.items():
+        line = ax.plot(scan["xi"], scan["energy_dft_kcal_mol"], "o-", label=f"{name} DFT")[0]
+        ax.plot(scan["xi"], scan["energy_model_kcal_mol"], "s--", color=line.get_color(), label=f"{name} model")
+    ax.set(xlabel="xi (reaction coordinate)", ylabel="E - E_min (kcal/mol)", title="held-out scan")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata={"Description": json.dumps(provenance())})
+    plt.close(fig)
+
+
+def _learning_curves(run_dir: Path, committee: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_l, ax_f) = plt.subplots(1, 2, figsize=(10, 4.2))
+    for k in range(committee):
+        rows = _read_log(run_dir / f"member_{k:02d}" / "log.csv")
+        train = [(r["epoch"], r["train_loss"]) for r in rows if r.get("train_loss")]
+        valid = [(r["epoch"], r["valid_forces_rmse_meV_A"]) for r in rows if r.get("valid_forces_rmse_meV_A")]
+        if train:
+            ax_l.semilogy(*zip(*train), label=f"member {k} train loss")
+        if valid:
+            ax_f.semilogy(*zip(*valid), label=f"member {k}")
+    ax_l.set(xlabel="epoch", ylabel="loss")
+    ax_f.set(xlabel="epoch", ylabel="validation force RMSE (meV/Å)")
+    for ax in (ax_l, ax_f):
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata={"Description": json.dumps(provenance())})
+    plt.close(fig)
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path) as handle:
+        lines = [line for line in handle if not line.startswith("#")]
+    return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(lines)]
+
+
+def _card_section(metrics: dict, records, config, e0s) -> str:
+    data = ", ".join(f"`{s['path']}` ({s['records']} records, sha256 `{s['sha256'][:16]}…`)" for s in records.sources)
+    lines = ["", "## Training", "", f"Data: {data}",
+             f"Split sizes: {', '.join(f'{k} {len(v)}' for k, v in records.splits.items())}; E0s (eV): {e0s}", "",
+             "| split | region | records | E RMSE (meV/atom) | E MAE (meV/atom) | F RMSE (meV/Å) | F MAE (meV/Å) |",
+             "|---|---|---|---|---|---|---|"]
+    for split, entry in metrics["splits"].items():
+        for region, s in entry.items():
+            if s.get("n_records"):
+                lines.append(f"| {split} | {region} | {s['n_records']} | {s['energy_rmse_meV_atom']:.2f} | "
+                             f"{s['energy_mae_meV_atom']:.2f} | {s['forces_rmse_meV_A']:.1f} | {s['forces_mae_meV_A']:.1f} |")
+    for name, scan in metrics.get("scans", {}).items():
+        lines.append(f"\nHeld-out scan `{name}` ({scan['n_points']} points): max |E_model - E_DFT| = "
+                     f"{scan['max_abs_error_kcal_mol_mean_aligned']:.2f} kcal/mol (mean offset removed), "
+                     f"{scan['max_abs_error_kcal_mol_min_aligned']:.2f} kcal/mol (minima aligned).")
+    keys = {k: v for k, v in config.to_dict().items() if k not in ("progress", "plots", "data")}
+    lines += ["", "Hyperparameters:", "", "```json", json.dumps(keys, indent=1), "```",
+              "", "Plots: `parity.png`, `learning_curves.png`, `scan.png` (held-out scans) in the run directory.", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(potential, graphs, records, config, run_dir: Path) -> tuple[Path, dict]:
+    """metrics.json, plots, and the potential directory ``run_dir/<name>`` with its extended card."""
+    from mlff.models.store import save_potential
+
+    metrics, preds = compute_metrics(potential, graphs, records, config)
+    test = metrics["splits"].get("test", metrics["splits"].get("valid", {})).get("all", {})
+    potential.metadata.update({
+        "training_data": "; ".join(f"{s['path']} (sha256 {s['sha256']})" for s in records.sources),
+        "metrics": (f"test: E RMSE {test.get('energy_rmse_meV_atom', float('nan')):.2f} meV/atom, "
+                    f"F RMSE {test.get('forces_rmse_meV_A', float('nan')):.1f} meV/Å") if test else "none",
+        "training": {"config": config.to_dict(), "data": records.sources,
+                     "split_sizes": {k: int(len(v)) for k, v in records.splits.items()}, "metrics": metrics},
+    })
+    path = save_potential(potential, run_dir / config.name, name=config.name)
+    with open(path / "MODEL_CARD.md", "a") as card:
+        card.write(_card_section(metrics, records, config, potential.config.E0s))
+    (run_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "provenance": provenance()}, indent=2) + "\n")
+    if config.plots:
+        _parity_plot(preds, run_dir / "parity.png")
+        _learning_curves(run_dir, config.committee, run_dir / "learning_curves.png")
+        if metrics["scans"]:
+            _scan_plot(metrics["scans"], run_dir / "scan.png")
+    return path, metrics

@@ -1,0 +1,196 @@
+"""``train(config)``: data -> E0s and scaling -> one trainer per committee member -> the potential and report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mlff.errors import MLFFError
+from mlff.models.config import model_config
+from mlff.models.potential import Potential, _dtype
+from mlff.train.config import TrainConfig, train_config
+from mlff.train.data import Records, build_graphs, check_species, load_records
+from mlff.train.ddp import Dist, setup, teardown
+from mlff.train.e0s import average_neighbors, fit_e0s, scale_shift
+from mlff.train.loop import Trainer
+
+__all__ = ["TrainResult", "train", "load_initial"]
+
+
+@dataclass
+class TrainResult:
+    status: str  # "done" or "stopped" (a stop signal: resume with resume=True)
+    run_dir: Path
+    potential_dir: Path | None = None
+    metrics: dict | None = None
+
+
+def load_initial(path) -> Potential:
+    """The model to fine-tune: a mace-torch ``.model`` file or an mlff potential directory.
+
+    A ``.model`` file is a Python pickle: loading one runs code from it, so only load files you trust.
+    """
+    from mlff.models.store import load_potential
+
+    path = Path(path)
+    if path.is_dir():
+        return load_potential(path)
+    if not path.is_file():
+        raise MLFFError(f"init_from: no model file or potential directory at {path}")
+    import mlff.models._mace  # noqa: F401
+
+    try:
+        module = torch.load(path, map_location="cpu", weights_only=False)  # a pickle: trusted files only
+    except Exception as err:
+        raise MLFFError(f"init_from: {path} is not a readable mace-torch model ({type(err).__name__})") from None
+    return Potential.from_mace_model(module, {"origin": f"fine-tuned from {path.name}"})
+
+
+def _model_setup(config: TrainConfig, records: Records, initial: Potential | None):
+    """The model config with E0s, scale/shift and avg_num_neighbors from the training data where asked."""
+    if initial is not None:
+        cfg = model_config(initial.config.to_dict())
+        e0s = config.e0s or "model"
+    else:
+        cfg = model_config(dict(config.model))
+        e0s = config.e0s or "fit"
+    check_species(records.atoms, cfg.atomic_numbers)
+    train = np.unique(records.splits["train"])
+    atoms = [records.atoms[k] for k in train]
+    energies = np.array([a.calc.results["energy"] for a in atoms])
+    if e0s == "fit":
+        cfg.E0s = fit_e0s(atoms, energies, cfg.atomic_numbers)
+    elif isinstance(e0s, dict):
+        cfg.E0s = dict(e0s)
+    elif e0s != "model":
+        from mlff.train.e0s import isolated_atom_e0s
+
+        cfg.E0s = isolated_atom_e0s(e0s)
+    cfg = model_config(cfg.to_dict())
+    if initial is None and config.scaling == "rms_forces":
+        given = set(config.model)
+        forces = np.concatenate([a.calc.results["forces"] for a in atoms])
+        from mlff.models.config import _atomic_energies
+        from ase.data import chemical_symbols
+
+        e0 = dict(zip([chemical_symbols[z] for z in cfg.atomic_numbers], _atomic_energies(cfg)[0]))
+        shift, scale = scale_shift(atoms, energies, forces, e0, cfg.atomic_numbers)
+        if "atomic_inter_shift" not in given:
+            cfg.atomic_inter_shift = shift
+        if "atomic_inter_scale" not in given:
+            cfg.atomic_inter_scale = scale
+    return cfg
+
+
+def _member(config: TrainConfig, cfg, initial: Potential | None, k: int, device) -> Potential:
+    dtype = _dtype(config.dtype)
+    if initial is None:
+        return Potential.build(cfg, seed=config.seed + k, dtype=dtype).to(device)
+    member = Potential.build(cfg, seed=config.seed + k, dtype=torch.float64).members[0]
+    state = initial.members[k % initial.committee_size].state_dict()
+    e0_key = "atomic_energies_fn.atomic_energies"
+    fresh_e0 = member.state_dict()[e0_key].clone()
+    member.load_state_dict(state)
+    with torch.no_grad():
+        member.atomic_energies_fn.atomic_energies.copy_(fresh_e0)  # the E0s chosen for this run
+    return Potential(cfg, [member.to(dtype)], {"origin": initial.metadata.get("origin", "fine-tuned")}).to(device)
+
+
+def _train_indices(config: TrainConfig, records: Records, k: int) -> np.ndarray:
+    train = np.sort(records.splits["train"])
+    if config.committee > 1 and config.bootstrap:
+        rng = np.random.default_rng(config.seed + 7919 * (k + 1))
+        return np.sort(rng.choice(train, size=len(train), replace=True))
+    return train
+
+
+def _check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
+    saved = run_dir / "config.json"
+    mine = {k: v for k, v in config.to_dict().items() if k not in ("out", "progress", "plots")}
+    if resume:
+        if not saved.is_file():
+            raise MLFFError(f"nothing to resume in {run_dir} (no config.json); run without --resume")
+        before = {k: v for k, v in json.loads(saved.read_text())["config"].items() if k in mine}
+        changed = sorted(k for k in mine if json.dumps(mine[k], sort_keys=True) != json.dumps(before.get(k), sort_keys=True))
+        if changed:
+            raise MLFFError(f"cannot resume {run_dir}: the config changed since the run started ({', '.join(changed)})")
+    elif any(run_dir.glob("member_*/checkpoint.pt")):
+        raise MLFFError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
+
+
+def _write_config(run_dir: Path, config: TrainConfig) -> None:
+    from mlff.provenance import provenance
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps({"config": config.to_dict(), "provenance": provenance()}, indent=2) + "\n")
+
+
+def train(config: TrainConfig | dict, *, resume: bool = False, on_step=None) -> TrainResult:
+    """Train (or resume) the run described by ``config``; returns where the results are.
+
+    Under ``torchrun`` every process calls this; rank 0 writes the files.
+    """
+    config = train_config(config)
+    if config.deterministic:  # CUDA scatter/index_add otherwise sum in a run-dependent order
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    dist = setup(config.device)
+    try:
+        return _train(config, dist, resume, on_step)
+    finally:
+        teardown(dist)
+
+
+def _train(config: TrainConfig, dist: Dist, resume: bool, on_step) -> TrainResult:
+    run_dir = Path(config.out)
+    _check_run_dir(run_dir, config, resume)
+    if dist.main and not resume:
+        _write_config(run_dir, config)
+    dist.barrier()
+    records = load_records(config.data)
+    initial = load_initial(config.init_from) if config.init_from else None
+    cfg = _model_setup(config, records, initial)
+    graphs = build_graphs(records.atoms, cfg.r_max, device=dist.device, dtype=_dtype(config.dtype))
+    if initial is None and "avg_num_neighbors" not in config.model:
+        cfg.avg_num_neighbors = average_neighbors(graphs, np.unique(records.splits["train"]))
+    members = []
+    for k in range(config.committee):
+        potential = _member(config, cfg, initial, k, dist.device)
+        trainer = Trainer(potential, graphs, _train_indices(config, records, k), records.splits.get("valid", []),
+                          config, run_dir / f"member_{k:02d}", seed=config.seed + k, dist=dist, on_step=on_step,
+                          progress=_progress(config, dist, k))
+        if resume and trainer.checkpoint_path.is_file():
+            trainer.resume()
+        status = trainer.run()
+        if trainer.progress is not None:
+            trainer.progress.close()
+        if status == "stopped":
+            return TrainResult("stopped", run_dir)
+        members.append(potential.members[0])
+    potential = Potential(cfg, members, {"origin": _origin(config)})
+    if not dist.main:
+        return TrainResult("done", run_dir)
+    from mlff.train.report import write_outputs
+
+    potential_dir, metrics = write_outputs(potential, graphs, records, config, run_dir)
+    return TrainResult("done", run_dir, potential_dir, metrics)
+
+
+def _origin(config: TrainConfig) -> str:
+    what = f"committee of {config.committee}" if config.committee > 1 else "single model"
+    start = f"fine-tuned from {config.init_from}" if config.init_from else "trained from scratch"
+    return f"mlff train: {what}, {start}, seed {config.seed}"
+
+
+def _progress(config: TrainConfig, dist: Dist, k: int):
+    if not (config.progress and dist.main):
+        return None
+    from mlff.train.report import EpochReporter
+
+    return EpochReporter(f"member {k + 1}/{config.committee}")
