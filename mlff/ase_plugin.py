@@ -12,3 +12,9 @@ else:
             implementation="mlff.calculator.MLFFCalculator",
         )
     }
+
+# ``ase.io.read(path, ":", format="h5md")`` / ``ase.io.write(path, images, format="h5md")``: ASE reads the
+# ``ase.ioformats`` entry point (pyproject.toml) naming this object; the module is imported only when used.
+from ase.utils.plugins import ExternalIOFormat  # noqa: E402  (ASE >= 3.23, a dependency)
+
+h5md = ExternalIOFormat(desc="H5MD trajectory (mlff)", code="+S", module="mlff.md.h5md", ext="h5md")
