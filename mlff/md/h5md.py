@@ -41,7 +41,8 @@ EV_TO_KJ_PER_MOL = units.mol / units.kJ  # 1 eV in kJ/mol (ASE's CODATA constant
 FIELDS = {"position": ("positions", "Angstrom", 1.0),
           "velocity": ("velocities", "Angstrom fs-1", 1.0),
           "force": ("forces", "kJ mol-1 Angstrom-1", EV_TO_KJ_PER_MOL)}
-OBSERVABLE_UNITS = {"potential_energy": "eV", "kinetic_energy": "eV", "total_energy": "eV", "temperature": "K",
+OBSERVABLE_UNITS = {"potential_energy": "eV", "kinetic_energy": "eV", "total_energy": "eV", "conserved_energy": "eV",
+                    "temperature": "K",
                     "energy_std": "eV", "max_force": "eV Angstrom-1", "max_force_std": "eV Angstrom-1",
                     "xi": "Angstrom", "volume": "Angstrom3", "pressure": "eV Angstrom-3"}
 # unit attribute -> factor to the API's unit (Å, fs, Å/fs, eV/Å) when reading
