@@ -8,6 +8,7 @@ MDState), ``checkpoint_parts()`` and ``restore(data)``.
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import partial
 
@@ -41,6 +42,13 @@ def initial_velocities(atoms: Atoms, temperature_K: float, seed) -> None:
         Stationary(atoms)
 
 
+def _jit_mode(device: torch.device):
+    """TorchScript's profiling executor swaps in an optimised graph after the first calls, which rounds
+    differently in the last bits: a resumed run would then drift from the uninterrupted one. Off on the CPU,
+    where restarts are promised bit for bit; on for CUDA."""
+    return torch.jit.optimized_execution(device.type == "cuda")
+
+
 class BatchEngine:
     """``config.replicas`` copies of ``atoms`` in one batched state, stepped by the torch integrators."""
 
@@ -57,7 +65,8 @@ class BatchEngine:
         self.state = state_from_atoms(replicas, device=device, dtype=dtype, temperature_K=config.temperature_K,
                                       seed=config.seed)
         if model is None:
-            potential = potential.to(device=device, dtype=dtype)
+            if potential.device != device or potential.dtype != dtype:  # .to() works in place: leave the caller's alone
+                potential = copy.deepcopy(potential).to(device=device, dtype=dtype)
             if config.cueq:
                 if device.type != "cuda":
                     raise MLFFError("cueq: true needs a CUDA device")
@@ -72,10 +81,12 @@ class BatchEngine:
         self._step = steps[config.integrator]
 
     def start(self) -> None:
-        compute_forces(self.state, self.model)
+        with _jit_mode(self.state.device):
+            compute_forces(self.state, self.model)
 
     def step(self) -> None:
-        self._step(self.state, self.model)
+        with _jit_mode(self.state.device):
+            self._step(self.state, self.model)
 
     def conserved_energy(self) -> torch.Tensor | None:
         """[S] eV the quantity the integrator conserves (None for Langevin)."""
@@ -144,6 +155,8 @@ class AseEngine:
             from ase.constraints import FixAtoms
 
             self.atoms.set_constraint(FixAtoms(indices=np.asarray(self.atoms.info["fixed"], dtype=int)))
+        if calculator is None and potential.dtype != getattr(torch, config.dtype):
+            potential = copy.deepcopy(potential)  # MLFFCalculator converts it in place
         self.atoms.calc = calculator or MLFFCalculator(potential, device=config.device, dtype=config.dtype,
                                                        skin=config.skin_A, cueq=config.cueq)
         self.dyn = _ase_dynamics(config, self.atoms)
@@ -154,7 +167,7 @@ class AseEngine:
         s, a = self.state, self.atoms
         s.positions.copy_(torch.from_numpy(a.get_positions()))
         s.velocities.copy_(torch.from_numpy(a.get_velocities() * float(units.fs)))
-        s.forces.copy_(torch.from_numpy(a.get_forces(md=True)))
+        s.forces.copy_(torch.from_numpy(a.get_forces()))  # fixed atoms' forces zeroed, as in the batched engine
         s.energy.fill_(a.get_potential_energy())
         s.cell.copy_(torch.from_numpy(a.cell.array)[None])
         results = a.calc.results
@@ -163,13 +176,15 @@ class AseEngine:
             s.forces_std = torch.from_numpy(np.asarray(results["forces_std"], dtype=np.float64))
 
     def start(self) -> None:
-        self._mirror()
+        with _jit_mode(self.atoms.calc.device):
+            self._mirror()
 
     def step(self) -> None:
-        self.dyn.step()
+        with _jit_mode(self.atoms.calc.device):
+            self.dyn.step()
+            self._mirror()
         self.dyn.nsteps += 1
         self.state.step += 1
-        self._mirror()
 
     def conserved_energy(self) -> torch.Tensor | None:
         if self.config.integrator == "nve":
@@ -212,4 +227,5 @@ class AseEngine:
             calc = self.atoms.calc
             calc.neighbors.update(reference.to(calc.device, calc.potential.dtype), self.atoms.cell.array[None],
                                   self.atoms.pbc[None], None)
-        self._mirror()
+        with _jit_mode(self.atoms.calc.device):
+            self._mirror()
