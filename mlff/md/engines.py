@@ -107,8 +107,31 @@ class BatchEngine:
         self.model.load_state_dict(data["model_state"], self.state)
 
 
+def _fixed_aware_nhc(atoms: Atoms, **kwargs):
+    """ASE's NoseHooverChainNVT keeps its own momenta, which FixAtoms never touches (a fixed atom's momentum
+    grows with its force while its position is held), and counts 3N degrees of freedom. This one zeroes the
+    fixed atoms' momenta after every kick and counts 3 x (moving atoms), like the batched engine."""
+    from ase.md.nose_hoover_chain import NoseHooverChainNVT, NoseHooverChainThermostat
+
+    fixed = np.zeros(len(atoms), dtype=bool)
+    for constraint in atoms.constraints:
+        fixed[constraint.get_indices()] = True
+
+    class FixedAtomsNHC(NoseHooverChainNVT):
+        def _integrate_p(self, delta: float) -> None:
+            super()._integrate_p(delta)
+            self._p[fixed] = 0.0
+
+    dyn = FixedAtomsNHC(atoms, **kwargs)
+    dyn._p[fixed] = 0.0
+    dyn._thermostat = NoseHooverChainThermostat(num_atoms_global=int((~fixed).sum()), masses=dyn.masses,
+                                                temperature_K=kwargs["temperature_K"], tdamp=kwargs["tdamp"],
+                                                tchain=kwargs["tchain"])
+    return dyn
+
+
 def _ase_dynamics(config: MDConfig, atoms: Atoms):
-    from ase.md.nose_hoover_chain import IsotropicMTKNPT, NoseHooverChainNVT
+    from ase.md.nose_hoover_chain import IsotropicMTKNPT
     from ase.md.langevin import Langevin
     from ase.md.verlet import VelocityVerlet
 
@@ -119,8 +142,8 @@ def _ase_dynamics(config: MDConfig, atoms: Atoms):
         return Langevin(atoms, timestep=dt, temperature_K=config.temperature_K, friction=config.friction_per_fs / units.fs,
                         fixcm=False, rng=np.random.default_rng(config.seed))
     if config.integrator == "nhc":
-        return NoseHooverChainNVT(atoms, timestep=dt, temperature_K=config.temperature_K,
-                                  tdamp=config.nhc_tau_fs * units.fs, tchain=config.nhc_chain)
+        return _fixed_aware_nhc(atoms, timestep=dt, temperature_K=config.temperature_K,
+                                tdamp=config.nhc_tau_fs * units.fs, tchain=config.nhc_chain)
     if not atoms.pbc.all() or atoms.cell.rank < 3:
         raise MLFFError("integrator 'npt' needs a cell periodic in all three directions; this structure is not")
     if atoms.constraints or len(atoms.info.get("fixed", [])):
