@@ -14,10 +14,15 @@ boundary "periodic"/"none" per direction; ``edges`` [T,3,3] Å when any directio
 Forces are stored in kJ mol-1 Angstrom-1 because MDAnalysis's H5MD reader refuses a file whose force unit
 it does not know (eV is not among them); ``write`` takes and ``read_h5md`` returns eV/Å.
 
-Durability: frames are kept in memory and written in blocks; the file is opened, appended to and closed
-at each ``flush`` (and whenever a chunk's worth of frames is buffered). Between those moments it is a
-closed, consistent HDF5 file, so a run killed at any point (SIGKILL included) leaves every flushed frame
-readable, and other processes (MDAnalysis, ``ase.io.read``) can read a running trajectory.
+Storage: per-atom data in one gzip chunk (level 4, shuffle) per frame; step, time, box and observables in
+uncompressed chunks of 1024 frames; every dataset resizable along frames.
+
+Durability: frames are kept in memory (at most 64, or ~32 MiB) and written by ``flush`` (also called when
+the buffer is full, and by ``close``), which opens the file, appends, flushes HDF5, then raises the commit
+counts in ``parameters/mlff/frames`` and closes. Between flushes the file is closed and consistent, so other
+processes can read a running trajectory. A flush never rewrites or moves data that the file on disk points
+to (compressed chunks are written once, the small uncompressed ones in place), so a SIGKILL even in the
+middle of a flush leaves the committed frames intact; readers stop at the commit count.
 """
 
 from __future__ import annotations
@@ -45,14 +50,14 @@ OBSERVABLE_UNITS = {"potential_energy": "eV", "kinetic_energy": "eV", "total_ene
                     "temperature": "K",
                     "energy_std": "eV", "max_force": "eV Angstrom-1", "max_force_std": "eV Angstrom-1",
                     "xi": "Angstrom", "volume": "Angstrom3", "pressure": "eV Angstrom-3"}
-# unit attribute -> factor to the API's unit (Å, fs, Å/fs, eV/Å) when reading
-_READ_FACTORS = {"Angstrom": 1.0, "A": 1.0, "nm": 10.0, "pm": 0.01, "fs": 1.0, "ps": 1000.0, "ns": 1.0e6,
-                 "Angstrom fs-1": 1.0, "A fs-1": 1.0, "Angstrom ps-1": 1.0e-3, "A ps-1": 1.0e-3, "nm ps-1": 1.0e-2,
-                 "eV Angstrom-1": 1.0, "kJ mol-1 Angstrom-1": 1.0 / EV_TO_KJ_PER_MOL,
-                 "kJ mol-1 nm-1": 0.1 / EV_TO_KJ_PER_MOL,
-                 "kcal mol-1 Angstrom-1": units.kcal / units.mol, "kcal mol-1 A-1": units.kcal / units.mol}
+# unit attribute -> what a stored value is divided by to get the API's unit (Å, fs, Å/fs, eV/Å)
+_READ_DIVISORS = {"Angstrom": 1.0, "A": 1.0, "nm": 0.1, "pm": 100.0, "fs": 1.0, "ps": 1.0e-3, "ns": 1.0e-6,
+                  "Angstrom fs-1": 1.0, "A fs-1": 1.0, "Angstrom ps-1": 1.0e3, "A ps-1": 1.0e3, "nm ps-1": 1.0e2,
+                  "eV Angstrom-1": 1.0, "kJ mol-1 Angstrom-1": EV_TO_KJ_PER_MOL,
+                  "kJ mol-1 nm-1": 10.0 * EV_TO_KJ_PER_MOL, "kcal mol-1 Angstrom-1": units.mol / units.kcal,
+                  "kcal mol-1 A-1": units.mol / units.kcal}
 _RESERVED = {"step", "time_fs"}
-_CHUNK_BYTES = 1 << 16  # ~64 KiB per chunk of a per-atom dataset
+_SMALL_CHUNK = 1024  # frames per chunk of step, time, box edges and observables
 _BUFFER_BYTES = 32 << 20  # at most ~32 MiB of frames held in memory between writes to disk
 
 
@@ -102,21 +107,27 @@ def _normalize_groups(groups, n_atoms: int) -> dict[str, np.ndarray | slice]:
     return out
 
 
-def _element(parent: h5py.Group, name: str, shape: tuple, chunks: tuple, unit: str | None, compression,
-             clock: h5py.Group | None) -> h5py.Group:
+def _series(group: h5py.Group, name: str, shape: tuple, dtype: str, compression=None, per_atom=False) -> h5py.Dataset:
+    """A dataset growing along frames. Per-atom data [T, n, 3]: one (compressed) chunk per frame, written once,
+    never rewritten; small per-frame data: uncompressed chunks of _SMALL_CHUNK frames, updated in place. So a
+    flush never moves bytes that the file on disk still points to. Missing data reads as NaN (step: -1)."""
+    opts = {"compression": compression, "compression_opts": 4 if compression == "gzip" else None,
+            "shuffle": True} if compression and per_atom else {}
+    return group.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+                                chunks=(1 if per_atom else _SMALL_CHUNK, *shape),
+                                fillvalue=-1 if dtype == "i8" else np.nan, **opts)
+
+
+def _element(parent: h5py.Group, name: str, shape: tuple, unit: str | None, clock: h5py.Group | None, *,
+             per_atom: bool = False, compression=None) -> h5py.Group:
     """A time-dependent H5MD element: value [T, *shape] plus step and time (own, or hard links to ``clock``'s)."""
     group = parent.create_group(name)
-    opts = {"compression": compression, "compression_opts": 4 if compression == "gzip" else None,
-            "shuffle": compression is not None}
-    value = group.create_dataset("value", shape=(0, *shape), maxshape=(None, *shape), dtype="f8",
-                                 chunks=(chunks[0], *chunks[1:]), **opts)
+    value = _series(group, "value", shape, "f8", compression, per_atom)
     if unit is not None:
         value.attrs["unit"] = unit
     if clock is None:
-        scalar_chunks = (max(chunks[0], 512),)
-        group.create_dataset("step", shape=(0,), maxshape=(None,), dtype="i8", chunks=scalar_chunks, **opts)
-        time = group.create_dataset("time", shape=(0,), maxshape=(None,), dtype="f8", chunks=scalar_chunks, **opts)
-        time.attrs["unit"] = "fs"
+        _series(group, "step", (), "i8")
+        _series(group, "time", (), "f8").attrs["unit"] = "fs"
     else:
         group["step"] = clock["step"]  # hard links: one clock per particle group
         group["time"] = clock["time"]
@@ -127,7 +138,7 @@ class H5MDWriter:
     """Appends MD frames to an H5MD file; one particle group per system (see the module docstring).
 
     ``write`` keeps a frame when ``step % every == 0`` (it returns whether it did); frames reach the disk at
-    ``flush``/``close`` or when a chunk's worth is buffered. ``restart_step`` opens an existing file, drops
+    ``flush``/``close`` or when the buffer is full (64 frames or ~32 MiB). ``restart_step`` opens an existing file, drops
     its frames after that step and appends, so a restarted run's file equals an uninterrupted run's.
     """
 
@@ -161,10 +172,8 @@ class H5MDWriter:
         if compression not in ("gzip", "lzf", None):
             raise MLFFError(f"compression {compression!r} is not supported: expected 'gzip', 'lzf' or None")
         self.compression = compression
-        largest = max(len(np.arange(self.n_atoms)[index]) for index in self.groups.values())
-        self.chunk_frames = int(np.clip(_CHUNK_BYTES // (24 * largest), 1, 4096))
         frame_bytes = 24 * self.n_atoms * len(self.fields)
-        self.buffer_frames = max(self.chunk_frames, min(64, _BUFFER_BYTES // frame_bytes))
+        self.buffer_frames = int(np.clip(_BUFFER_BYTES // frame_bytes, 1, 64))
         self._buffer: list[dict] = []
         self._last_step: int | None = None
         self._skip_repeat = False
@@ -180,7 +189,7 @@ class H5MDWriter:
         if self.path.exists():
             raise MLFFError(f"{self.path} already exists: delete it, or pass restart_step to append to it")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(self.path, "w-", fs_strategy="fsm", fs_persist=True) as f:
+        with h5py.File(self.path, "w-") as f:
             h5md = f.create_group("h5md")
             h5md.attrs["version"] = np.array([1, 1], dtype=np.int32)
             h5md.create_group("author").attrs["name"] = _user()
@@ -194,6 +203,9 @@ class H5MDWriter:
             params.attrs["metadata"] = json.dumps(metadata, default=str)
             params.attrs["every"] = self.every
             params.attrs["restarts"] = "[]"
+            committed = params.create_group("frames")  # frames per group known complete on disk
+            for name in self.groups:
+                committed.attrs[name] = np.int64(0)
 
     def _create_group(self, f: h5py.File, name: str, index, pbc: np.ndarray) -> None:
         ids = np.arange(self.n_atoms)[index]
@@ -204,19 +216,17 @@ class H5MDWriter:
         box = particles.create_group("box")
         box.attrs["dimension"] = np.int32(3)
         box.attrs["boundary"] = np.array(["periodic" if p else "none" for p in pbc], dtype=h5py.string_dtype())
-        pieces = -(-24 * len(ids) // _CHUNK_BYTES)  # a frame split into this many chunks of about equal size
-        chunks = (self.chunk_frames, -(-len(ids) // pieces), 3)
-        clock = _element(particles, "position", (len(ids), 3), chunks, FIELDS["position"][1], self.compression, None)
+        n = len(ids)
+        clock = _element(particles, "position", (n, 3), "Angstrom", None, per_atom=True, compression=self.compression)
         for field in self.fields:
             if field != "position":
-                _element(particles, field, (len(ids), 3), chunks, FIELDS[field][1], self.compression, clock)
+                _element(particles, field, (n, 3), FIELDS[field][1], clock, per_atom=True, compression=self.compression)
         if pbc.any():
-            _element(box, "edges", (3, 3), (self.chunk_frames, 3, 3), "Angstrom", self.compression, clock)
+            _element(box, "edges", (3, 3), "Angstrom", clock)
         if self.observables:
             observables = f.require_group("observables").create_group(name)
             for obs in self.observables:
-                _element(observables, obs, (), (self.chunk_frames,), OBSERVABLE_UNITS.get(obs), self.compression,
-                         clock)
+                _element(observables, obs, (), OBSERVABLE_UNITS.get(obs), clock)
 
     def _datasets(self, f: h5py.File, name: str) -> list[h5py.Dataset]:
         """Every per-frame dataset of a group (value datasets first, the shared step and time last)."""
@@ -236,22 +246,26 @@ class H5MDWriter:
             raise MLFFError(f"{self.path} cannot be opened as an HDF5 file for appending: {exc}") from exc
         with f:
             self._check_matches(f)
-            dropped = 0
+            dropped = {}
             for name in self.groups:
                 datasets = self._datasets(f, name)
-                n_frames = min(d.shape[0] for d in datasets)
+                n_frames = min(_committed(f, name), *(d.shape[0] for d in datasets))
                 steps = f["particles"][name]["position/step"][:n_frames]
+                if (steps < 0).any():
+                    raise MLFFError(f"{self.path} group {name}: frames {np.flatnonzero(steps < 0).tolist()} are lost "
+                                    "(their index was damaged by a crash during a flush); cannot restart from it")
                 keep = int(np.searchsorted(steps, restart_step, side="right"))
                 if keep >= 2 and restart_step - steps[keep - 1] >= steps[keep - 1] - steps[keep - 2]:
                     raise MLFFError(f"{self.path} (group {name}) ends at step {steps[keep - 1]}, before checkpoint step "
                                     f"{restart_step}: frames were lost (flush the trajectory at every checkpoint)")
+                dropped[name] = int(datasets[-1].shape[0] - keep)
                 for dataset in datasets:
-                    dropped += dataset.shape[0] - keep
                     dataset.resize(keep, axis=0)
                 self._last_step = int(steps[keep - 1]) if keep else None
+                f["parameters/mlff/frames"].attrs[name] = np.int64(keep)
             params = f["parameters/mlff"]
             restarts = json.loads(params.attrs.get("restarts", "[]"))
-            restarts.append({"restart_step": restart_step, "dropped_values": int(dropped), "provenance": provenance})
+            restarts.append({"restart_step": restart_step, "dropped_frames": dropped, "provenance": provenance})
             params.attrs["restarts"] = json.dumps(restarts, default=str)
         self._skip_repeat = True
 
@@ -328,13 +342,17 @@ class H5MDWriter:
         return out
 
     def flush(self) -> None:
-        """Write the buffered frames and close the file: from now on they survive any crash of this process."""
+        """Write the buffered frames and close the file: once it returns they survive any crash of this process."""
         if not self._buffer:
             return
         frames, self._buffer = self._buffer, []
         with h5py.File(self.path, "r+", locking=False) as f:
             for g, (name, index) in enumerate(self.groups.items()):
                 self._append(f, name, g, index, frames)
+            f.flush()  # every frame is on disk before the commit marks count it
+            committed = f["parameters/mlff/frames"]
+            for name in self.groups:
+                committed.attrs[name] = np.int64(f["particles"][name]["position/step"].shape[0])
 
     def _append(self, f: h5py.File, name: str, g: int, index, frames: list[dict]) -> None:
         particles = f["particles"][name]
@@ -403,14 +421,20 @@ def _take(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
     return block[inverse]
 
 
-def _factor(dataset: h5py.Dataset, what: str) -> float:
+def _divisor(dataset: h5py.Dataset, what: str) -> float:
     unit = dataset.attrs.get("unit")
     if unit is None:
         return 1.0
     unit = unit.decode() if isinstance(unit, bytes) else str(unit)
-    if unit not in _READ_FACTORS:
-        raise MLFFError(f"{what} has unit {unit!r}, which mlff cannot convert (known: {sorted(_READ_FACTORS)})")
-    return _READ_FACTORS[unit]
+    if unit not in _READ_DIVISORS:
+        raise MLFFError(f"{what} has unit {unit!r}, which mlff cannot convert (known: {sorted(_READ_DIVISORS)})")
+    return _READ_DIVISORS[unit]
+
+
+def _committed(f: h5py.File, name: str) -> int:
+    """Frames of a group that a completed flush vouches for (files from other writers: all)."""
+    marks = f.get("parameters/mlff/frames")
+    return int(marks.attrs[name]) if marks is not None and name in marks.attrs else np.iinfo(np.int64).max
 
 
 def _steps(element: h5py.Group, n_frames: int) -> np.ndarray:
@@ -460,18 +484,21 @@ def read_h5md(path, index=":", group=None) -> list[Atoms]:
         if "position" not in particles:
             raise MLFFError(f"{path} group {name} has no position element")
         position = particles["position"]
-        n_frames = min(position["value"].shape[0], *(
+        n_frames = min(_committed(f, name), position["value"].shape[0], *(
             [position["step"].shape[0]] if position["step"].ndim else []))
         rows = _frames(index, n_frames)
         steps = _steps(position, n_frames)[rows]
+        if (steps < 0).any():
+            raise MLFFError(f"{path} group {name}: frames {rows[steps < 0].tolist()} are lost (their index was "
+                            "damaged by a crash during a flush)")
         time = position["time"]
-        times = (_take(time, rows) if time.ndim else time.attrs.get("offset", 0) + time[()] * rows) * _factor(time, "time")
-        data = {"position": _take(position["value"], rows) * _factor(position["value"], "position")}
+        times = (_take(time, rows) if time.ndim else time.attrs.get("offset", 0) + time[()] * rows) / _divisor(time, "time")
+        data = {"position": _take(position["value"], rows) / _divisor(position["value"], "position")}
         for field in ("velocity", "force"):
             if field in particles:
                 value, field_rows = _element_rows(particles[field], steps)
                 if field_rows is not None:
-                    data[field] = _take(value, field_rows) * _factor(value, field)
+                    data[field] = _take(value, field_rows) / _divisor(value, field)
         cells = np.zeros((len(rows), 3, 3))
         if "edges" in particles["box"]:
             edges = particles["box/edges"]
@@ -480,7 +507,7 @@ def read_h5md(path, index=":", group=None) -> list[Atoms]:
             else:
                 value, edge_rows = _element_rows(edges, steps)
                 if edge_rows is not None:
-                    block = _take(value, edge_rows) * _factor(value, "box edges")
+                    block = _take(value, edge_rows) / _divisor(value, "box edges")
                     cells = block if block.ndim == 3 else np.stack([np.diag(b) for b in block])
         observables = {}
         if "observables" in f and name in f["observables"]:

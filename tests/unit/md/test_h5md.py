@@ -156,10 +156,13 @@ def test_h5md_layout_units_chunks_compression(tmp_path):
         assert group["box/edges/value"].attrs["unit"] == "Angstrom" and group["position/time"].attrs["unit"] == "fs"
         assert f["observables/all/temperature/value"].attrs["unit"] == "K"
         assert f["observables/all/potential_energy/value"].attrs["unit"] == "eV"
-        for name in ("position/value", "velocity/value", "force/value", "box/edges/value", "position/step"):
+        for name in ("position/value", "velocity/value", "force/value"):  # per atom: one gzip chunk per frame
             dataset = group[name]
-            assert dataset.chunks is not None and dataset.maxshape[0] is None
+            assert dataset.chunks == (1, len(numbers), 3) and dataset.maxshape == (None, len(numbers), 3)
             assert dataset.compression == "gzip" and dataset.compression_opts == 4 and dataset.shuffle
+        for dataset in (group["box/edges/value"], group["position/step"], f["observables/all/xi/value"]):
+            assert dataset.chunks[0] > 1 and dataset.maxshape[0] is None and dataset.compression is None
+        assert f["parameters/mlff/frames"].attrs["all"] == 3  # frames a completed flush vouches for
         assert group["velocity/step"] == group["position/step"]  # hard links: one clock per group
         assert f["observables/all/xi/time"] == group["position/time"]
 
@@ -238,6 +241,40 @@ def test_killed_writer_keeps_flushed_frames(tmp_path):
         writer.write(5, 2.5, np.zeros((3, 3)), np.eye(3) * 9.0, velocities=np.zeros((3, 3)),
                      observables={"temperature": 1.0})
     assert [a.info["temperature"] for a in read_h5md(path)] == [300.0, 301.0, 302.0, 303.0, 304.0, 1.0]
+
+
+def test_frames_past_the_last_completed_flush_are_ignored(tmp_path):
+    """A crash inside a flush can leave longer datasets than the flush's commit mark: readers stop at the mark."""
+    numbers, masses = _system()
+    frames = _frames(len(numbers), 4)
+    path = tmp_path / "t.h5md"
+    _write(path, frames[:3], numbers, masses, True)
+    with h5py.File(path, "r+") as f:  # what a writer killed mid-flush may leave: grown datasets, part written
+        group = f["particles/all"]
+        datasets = [group[n] for n in ("position/value", "velocity/value", "force/value", "box/edges/value",
+                                       "position/step", "position/time")]
+        datasets += [f[f"observables/all/{name}/value"] for name in OBS]
+        for dataset in datasets:
+            dataset.resize(5, axis=0)
+        group["position/step"][3] = 30
+        group["position/value"][3] = frames[3]["positions"]
+        assert group["position/step"][4] == -1 and np.isnan(group["force/value"][4]).all()  # fill values
+    assert [a.info["step"] for a in read_h5md(path)] == [0, 10, 20]
+    with h5py.File(path, "r+") as f:
+        f["parameters/mlff/frames"].attrs["all"] = 5
+    with pytest.raises(MLFFError, match=r"frames \[4\] are lost"):
+        read_h5md(path)
+    with pytest.raises(MLFFError, match="are lost"):
+        H5MDWriter(path, numbers, masses, True, observables=OBS, provenance={}, restart_step=20)
+    with h5py.File(path, "r+") as f:
+        f["parameters/mlff/frames"].attrs["all"] = 3
+    with H5MDWriter(path, numbers, masses, True, observables=OBS, provenance={}, restart_step=20) as writer:
+        fr = frames[3]
+        writer.write(fr["step"], fr["time_fs"], fr["positions"], fr["cell"], velocities=fr["velocities"],
+                     forces=fr["forces"], observables=fr["observables"])
+    images = read_h5md(path)
+    assert [a.info["step"] for a in images] == [0, 10, 20, 30]
+    np.testing.assert_allclose(images[3].get_forces(), frames[3]["forces"], rtol=1e-14)
 
 
 @pytest.mark.parametrize("pbc", [True, False])
