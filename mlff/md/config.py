@@ -38,6 +38,8 @@ class MDConfig:
     dtype: str = "float32"  # float32 | float64
     cueq: bool = False  # cuEquivariance kernels (CUDA)
     skin_A: float = 0.5  # Verlet skin of the neighbour list
+    neighbors: str = "verlet"  # verlet | all_pairs (clusters: fixed shapes, no host sync; needed for cuda_graph)
+    cuda_graph: bool = False  # gpu engine on CUDA: capture the whole step in a CUDA graph (needs all_pairs)
     trajectory_every: int = 10  # steps between trajectory frames (0: no trajectory)
     checkpoint_every: int = 1000  # steps between checkpoints (0: only at the end and on signals)
     monitor_every: int = 10  # steps between monitor checks (each check reads a few numbers back from the GPU)
@@ -63,6 +65,11 @@ class MDConfig:
                 raise MLFFError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.replicas < 1 or self.monitor_every < 1 or self.nhc_chain < 1:
             raise MLFFError("replicas, monitor_every and nhc_chain must be at least 1")
+        if self.neighbors not in ("verlet", "all_pairs"):
+            raise MLFFError(f"neighbors must be 'verlet' or 'all_pairs', got {self.neighbors!r}")
+        if self.cuda_graph and (self.engine != "gpu" or self.neighbors != "all_pairs"):
+            raise MLFFError("cuda_graph: true needs engine: gpu and neighbors: all_pairs (the Verlet list reads a "
+                            "rebuild flag back to the host each step)")
         if self.engine == "ase" and self.replicas != 1:
             raise MLFFError(f"engine 'ase' runs one replica, got replicas={self.replicas}; use engine: gpu for batches")
 

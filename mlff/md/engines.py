@@ -19,7 +19,7 @@ from ase import Atoms, units
 from mlff.errors import MLFFError
 from mlff.md.config import MDConfig
 from mlff.md.integrators import compute_forces, langevin_step, nhc_energy, nhc_init, nhc_step, nve_step
-from mlff.md.model import PotentialModel
+from mlff.md.model import AllPairsModel, PotentialModel
 from mlff.md.state import state_from_atoms
 
 __all__ = ["BatchEngine", "AseEngine", "initial_velocities", "torch_device"]
@@ -71,8 +71,12 @@ class BatchEngine:
                 if device.type != "cuda":
                     raise MLFFError("cueq: true needs a CUDA device")
                 potential.enable_cueq()
-            model = PotentialModel(potential, skin=config.skin_A)
+            model = (AllPairsModel(potential, self.state) if config.neighbors == "all_pairs"
+                     else PotentialModel(potential, skin=config.skin_A))
         self.model = model
+        if config.cuda_graph and device.type != "cuda":
+            raise MLFFError("cuda_graph: true needs a CUDA device")
+        self._graphed = GraphedStep(self.state) if config.cuda_graph else None
         if config.integrator == "nhc":
             nhc_init(self.state, tau_fs=config.nhc_tau_fs, chain_length=config.nhc_chain)
         steps = {"nve": partial(nve_step, dt_fs=config.timestep_fs),
@@ -85,6 +89,9 @@ class BatchEngine:
             compute_forces(self.state, self.model)
 
     def step(self) -> None:
+        if self._graphed is not None:
+            self._graphed(self._step, self.model)
+            return
         with _jit_mode(self.state.device):
             self._step(self.state, self.model)
 
@@ -128,6 +135,50 @@ def _fixed_aware_nhc(atoms: Atoms, **kwargs):
                                                 temperature_K=kwargs["temperature_K"], tdamp=kwargs["tdamp"],
                                                 tchain=kwargs["tchain"])
     return dyn
+
+
+class GraphedStep:
+    """The whole MD step captured once in a CUDA graph and replayed (the state's tensors are updated in
+    place, so the captured kernels always read and write the same buffers). A few eager steps on a side
+    stream come first (warm-up, as CUDA graph capture requires); if capture fails, the engine warns once
+    and stays eager. ``state.step`` is advanced on the host."""
+
+    def __init__(self, state, warmup: int = 3):
+        self.state, self.warmup, self.graph, self.failed = state, warmup, None, None
+
+    def __call__(self, step_fn, model) -> None:
+        state = self.state
+        if self.failed is not None or self.warmup > 0:
+            stream = torch.cuda.Stream(state.device)
+            stream.wait_stream(torch.cuda.current_stream(state.device))
+            with torch.cuda.stream(stream):
+                step_fn(state, model)
+            torch.cuda.current_stream(state.device).wait_stream(stream)
+            self.warmup -= 1
+            return
+        if self.graph is None:
+            self._capture(step_fn, model)
+            if self.graph is None:
+                return self(step_fn, model)
+        self.graph.replay()
+        state.step += 1
+
+    def _capture(self, step_fn, model) -> None:
+        import warnings
+
+        state, step = self.state, self.state.step
+        graph = torch.cuda.CUDAGraph()
+        try:
+            if hasattr(graph, "register_generator_state"):
+                graph.register_generator_state(state.generator)
+            with torch.cuda.graph(graph):
+                step_fn(state, model)
+        except Exception as err:  # noqa: BLE001 - any capture failure falls back to eager steps
+            self.failed = f"{type(err).__name__}: {err}"
+            warnings.warn(f"CUDA graph capture failed, running eagerly ({self.failed})", RuntimeWarning, stacklevel=3)
+        else:
+            self.graph = graph
+        state.step = step  # capture records the step without running it
 
 
 def _ase_dynamics(config: MDConfig, atoms: Atoms):

@@ -15,7 +15,9 @@ from mlff.md.state import MDState
 from mlff.models.graph import Graph
 from mlff.neighbors import VerletNeighborList
 
-__all__ = ["PotentialModel", "HarmonicModel"]
+__all__ = ["PotentialModel", "AllPairsModel", "HarmonicModel"]
+
+MAX_ALL_PAIRS_ATOMS = 1000
 
 
 class PotentialModel:
@@ -61,6 +63,55 @@ class PotentialModel:
         if "reference_positions" in data:
             cells, pbc = self._cells(state)
             self.neighbors.update(data["reference_positions"].to(state.device, state.dtype), cells, pbc, state.system_idx)
+
+
+class AllPairsModel:
+    """A capture-friendly force model for molecular clusters (no periodic direction).
+
+    Every ordered pair of atoms of a system is an edge, built once. MACE multiplies each edge's radial
+    features by a cutoff envelope that is exactly zero beyond r_max, so the pairs beyond the cutoff add
+    exact zeros: the energies and forces are those of the cutoff graph. Shapes never change and nothing is
+    read back to the host, so a CUDA graph can capture the whole MD step. Edge count: sum of n(n-1).
+    """
+
+    def __init__(self, potential, state: MDState):
+        from mlff.errors import MLFFError
+
+        if bool(state.pbc.any()):
+            raise MLFFError("neighbors: all_pairs is for molecular clusters; this structure has periodic directions "
+                            "(use neighbors: verlet)")
+        self.potential = potential
+        pieces = []
+        for sl in state.atoms_slices():
+            n = sl.stop - sl.start
+            if n > MAX_ALL_PAIRS_ATOMS:
+                raise MLFFError(f"neighbors: all_pairs takes systems of at most {MAX_ALL_PAIRS_ATOMS} atoms, "
+                                f"got {n} (use neighbors: verlet)")
+            idx = torch.arange(sl.start, sl.stop, device=state.device)
+            i, j = idx.repeat_interleave(n), idx.repeat(n)
+            pieces.append(torch.stack([i, j])[:, i != j])
+        self.edge_index = torch.cat(pieces, dim=1)  # [2,E]
+        self.unit_shifts = torch.zeros(self.edge_index.shape[1], 3, dtype=state.dtype, device=state.device)  # [E,3]
+
+    @property
+    def committee_size(self) -> int:
+        return self.potential.committee_size
+
+    def __call__(self, state: MDState) -> dict:
+        graph = Graph(positions=state.positions, numbers=state.numbers, cell=state.cell, pbc=state.pbc,
+                      system_idx=state.system_idx, edge_index=self.edge_index, unit_shifts=self.unit_shifts)
+        out = self.potential.evaluate(graph, forces=True)
+        result = {"energy": out["energy"].to(state.dtype), "forces": out["forces"].to(state.dtype)}
+        if "energy_std" in out:
+            result["energy_std"] = out["energy_std"].to(state.dtype)
+            result["forces_std"] = out["forces_std"].to(state.dtype)
+        return result
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, data: dict, state: MDState) -> None:
+        pass
 
 
 class HarmonicModel:

@@ -69,3 +69,49 @@ def test_ase_npt_changes_the_volume_of_a_periodic_cell(periodic_box, small_poten
         engine.step()
     assert abs(engine.atoms.get_volume() - volume) > 1e-6 * volume
     np.testing.assert_allclose(engine.state.cell[0].numpy(), engine.atoms.cell.array, rtol=0, atol=0)
+
+
+def test_all_pairs_model_equals_the_cutoff_graph(cluster, committee_potential):
+    """Pairs beyond r_max add exact zeros through MACE's cutoff envelope: same energies, forces, spreads."""
+    from mlff.md import AllPairsModel, PotentialModel, state_from_atoms
+
+    far = cluster.copy()
+    far.positions *= 1.3  # some pairs well beyond the 4 Å cutoff
+    state = state_from_atoms([cluster, far])
+    dense, verlet = AllPairsModel(committee_potential, state)(state), PotentialModel(committee_potential)(state)
+    n = len(cluster)
+    assert dense is not None and AllPairsModel(committee_potential, state).edge_index.shape[1] == 2 * n * (n - 1)
+    for key in ("energy", "forces", "energy_std", "forces_std"):
+        np.testing.assert_allclose(dense[key].numpy(), verlet[key].numpy(), rtol=1e-10, atol=1e-10, err_msg=key)
+
+
+def test_all_pairs_refuses_periodic_cells(periodic_box, small_potential):
+    from mlff.errors import MLFFError
+    from mlff.md import AllPairsModel, state_from_atoms
+
+    with pytest.raises(MLFFError, match="all_pairs is for molecular clusters"):
+        AllPairsModel(small_potential, state_from_atoms([periodic_box]))
+    with pytest.raises(MLFFError, match="cuda_graph: true needs engine: gpu and neighbors: all_pairs"):
+        _config(cuda_graph=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("integrator", ["nve", "langevin"])
+def test_cuda_graph_steps_match_eager_steps(cluster, small_potential, integrator):
+    import torch
+
+    cluster.info["fixed"] = [0]
+    common = dict(device="cuda", integrator=integrator, neighbors="all_pairs", replicas=3, timestep_fs=0.5)
+    eager = BatchEngine(_config(**common), cluster, small_potential)
+    graphed = BatchEngine(_config(**common, cuda_graph=True), cluster, small_potential)
+    for engine in (eager, graphed):
+        engine.start()
+        for _ in range(12):
+            engine.step()
+    assert graphed._graphed.failed is None and graphed._graphed.graph is not None
+    assert graphed.state.step == eager.state.step == 12
+    if integrator == "nve":  # deterministic: the replayed graph reproduces the eager trajectory
+        torch.testing.assert_close(graphed.state.positions, eager.state.positions, rtol=0, atol=1e-9)
+    else:  # noise differs once the graph owns the generator; fixed atoms still never move
+        assert torch.equal(graphed.state.positions[0], torch.as_tensor(cluster.positions[0], device="cuda"))
+    assert torch.isfinite(graphed.state.forces).all()
