@@ -39,7 +39,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlff.errors import MLFFError
 
-__all__ = ["EV_TO_KJ_PER_MOL", "FIELDS", "H5MDWriter", "OBSERVABLE_UNITS", "read_h5md", "write_h5md"]
+__all__ = ["EV_TO_KJ_PER_MOL", "FIELDS", "H5MDWriter", "OBSERVABLE_UNITS", "read_h5md"]
 
 EV_TO_KJ_PER_MOL = units.mol / units.kJ  # 1 eV in kJ/mol (ASE's CODATA constants)
 # field name -> (write() keyword, unit attribute, factor from the API's unit to the stored one)
@@ -444,10 +444,10 @@ def _steps(element: h5py.Group, n_frames: int) -> np.ndarray:
     return step[:n_frames]
 
 
-def _element_rows(element: h5py.Group, steps: np.ndarray) -> tuple[h5py.Dataset, np.ndarray | None]:
+def _element_rows(element: h5py.Group, steps: np.ndarray, committed: int) -> tuple[h5py.Dataset, np.ndarray | None]:
     """The element's value dataset and, for each wanted step, its row (None when any step is absent)."""
     value = element["value"]
-    own = _steps(element, value.shape[0])
+    own = _steps(element, min(value.shape[0], committed, *([element["step"].shape[0]] if element["step"].ndim else [])))
     rows = np.searchsorted(own, steps)
     if rows.size and (rows.max() >= own.size or not np.array_equal(own[np.minimum(rows, own.size - 1)], steps)):
         return value, None
@@ -480,88 +480,70 @@ def read_h5md(path, index=":", group=None) -> list[Atoms]:
         raise MLFFError(f"{path} is not a readable HDF5 file: {exc}") from exc
     with f:
         name = _pick_group(f, path, group)
-        particles = f["particles"][name]
-        if "position" not in particles:
-            raise MLFFError(f"{path} group {name} has no position element")
-        position = particles["position"]
-        n_frames = min(_committed(f, name), position["value"].shape[0], *(
-            [position["step"].shape[0]] if position["step"].ndim else []))
-        rows = _frames(index, n_frames)
-        steps = _steps(position, n_frames)[rows]
-        if (steps < 0).any():
-            raise MLFFError(f"{path} group {name}: frames {rows[steps < 0].tolist()} are lost (their index was "
-                            "damaged by a crash during a flush)")
-        time = position["time"]
-        times = (_take(time, rows) if time.ndim else time.attrs.get("offset", 0) + time[()] * rows) / _divisor(time, "time")
-        data = {"position": _take(position["value"], rows) / _divisor(position["value"], "position")}
-        for field in ("velocity", "force"):
-            if field in particles:
-                value, field_rows = _element_rows(particles[field], steps)
-                if field_rows is not None:
-                    data[field] = _take(value, field_rows) / _divisor(value, field)
-        cells = np.zeros((len(rows), 3, 3))
-        if "edges" in particles["box"]:
-            edges = particles["box/edges"]
-            if isinstance(edges, h5py.Dataset):  # time-independent box
-                cells[:] = np.diag(edges[()]) if edges.ndim == 1 else edges[()]
-            else:
-                value, edge_rows = _element_rows(edges, steps)
-                if edge_rows is not None:
-                    block = _take(value, edge_rows) / _divisor(value, "box edges")
-                    cells = block if block.ndim == 3 else np.stack([np.diag(b) for b in block])
-        observables = {}
-        if "observables" in f and name in f["observables"]:
-            for obs, element in f["observables"][name].items():
-                if isinstance(element, h5py.Group) and "value" in element:
-                    value, obs_rows = _element_rows(element, steps)
-                    if obs_rows is not None and value.ndim == 1:
-                        observables[obs] = _take(value, obs_rows)
-        boundary = [b.decode() if isinstance(b, bytes) else str(b) for b in particles["box"].attrs["boundary"]]
-        species = particles["species"][()] if isinstance(particles["species"], h5py.Dataset) \
-            else particles["species/value"][0]
-        masses = particles["mass"][()] if "mass" in particles and isinstance(particles["mass"], h5py.Dataset) else None
-    return [_atoms(i, species, masses, boundary, steps, times, data, cells, observables) for i in range(len(rows))]
+        frames = _read_frames(f, name, index, path)
+    return [_atoms(frames, i) for i in range(len(frames["step"]))]
 
 
-def _atoms(i: int, species, masses, boundary, steps, times, data, cells, observables) -> Atoms:
-    atoms = Atoms(numbers=species, positions=data["position"][i], cell=cells[i],
-                  pbc=[b == "periodic" for b in boundary])
-    if masses is not None:
-        atoms.set_masses(masses)
-    if "velocity" in data:
-        atoms.set_velocities(data["velocity"][i] / units.fs)  # Å/fs -> ASE's velocity unit
-    atoms.info["step"] = int(steps[i])
-    atoms.info["time_fs"] = float(times[i])
-    for obs, values in observables.items():
+def _read_frames(f: h5py.File, name: str, index, path) -> dict:
+    """The selected frames of one group as arrays in the API's units (keys: step, time_fs, position, cell,
+    velocity and force when stored, observables, species, masses, pbc)."""
+    particles = f["particles"][name]
+    if "position" not in particles:
+        raise MLFFError(f"{path} group {name} has no position element")
+    position, committed = particles["position"], _committed(f, name)
+    n_frames = min(committed, position["value"].shape[0], *([position["step"].shape[0]] if position["step"].ndim else []))
+    rows = _frames(index, n_frames)
+    steps = _steps(position, n_frames)[rows]
+    if (steps < 0).any():
+        raise MLFFError(f"{path} group {name}: frames {rows[steps < 0].tolist()} are lost (their index was "
+                        "damaged by a crash during a flush)")
+    time = position["time"]
+    times = _take(time, rows) if time.ndim else time.attrs.get("offset", 0) + time[()] * rows
+    out = {"step": steps, "time_fs": times / _divisor(time, "time"),
+           "position": _take(position["value"], rows) / _divisor(position["value"], "position"),
+           "cell": np.zeros((len(rows), 3, 3)), "observables": {}}
+    for field in ("velocity", "force"):
+        if field in particles:
+            value, field_rows = _element_rows(particles[field], steps, committed)
+            if field_rows is not None:
+                out[field] = _take(value, field_rows) / _divisor(value, field)
+    edges = particles["box"].get("edges")
+    if isinstance(edges, h5py.Dataset):  # a box fixed in time
+        out["cell"][:] = np.diag(edges[()]) if edges.ndim == 1 else edges[()]
+    elif edges is not None:
+        value, edge_rows = _element_rows(edges, steps, committed)
+        if edge_rows is not None:
+            block = _take(value, edge_rows) / _divisor(value, "box edges")
+            out["cell"] = block if block.ndim == 3 else np.stack([np.diag(b) for b in block])
+    for obs, element in (f["observables"][name].items() if name in f.get("observables", {}) else ()):
+        if isinstance(element, h5py.Group) and "value" in element and element["value"].ndim == 1:
+            value, obs_rows = _element_rows(element, steps, committed)
+            if obs_rows is not None:
+                out["observables"][obs] = _take(value, obs_rows)
+    species = particles["species"]
+    out["species"] = species[()] if isinstance(species, h5py.Dataset) else species["value"][0]
+    out["masses"] = particles["mass"][()] if isinstance(particles.get("mass"), h5py.Dataset) else None
+    out["pbc"] = [(b.decode() if isinstance(b, bytes) else str(b)) == "periodic"
+                  for b in particles["box"].attrs["boundary"]]
+    return out
+
+
+def _atoms(frames: dict, i: int) -> Atoms:
+    atoms = Atoms(numbers=frames["species"], positions=frames["position"][i], cell=frames["cell"][i],
+                  pbc=frames["pbc"])
+    if frames["masses"] is not None:
+        atoms.set_masses(frames["masses"])
+    if "velocity" in frames:
+        atoms.set_velocities(frames["velocity"][i] / units.fs)  # Å/fs -> ASE's velocity unit
+    atoms.info["step"] = int(frames["step"][i])
+    atoms.info["time_fs"] = float(frames["time_fs"][i])
+    for obs, values in frames["observables"].items():
         atoms.info[obs] = float(values[i])
     results = {}
-    if "potential_energy" in observables:
-        results["energy"] = float(observables["potential_energy"][i])
-    if "force" in data:
-        results["forces"] = data["force"][i]
+    if "potential_energy" in frames["observables"]:
+        results["energy"] = float(frames["observables"]["potential_energy"][i])
+    if "force" in frames:
+        results["forces"] = frames["force"][i]
     if results:
         atoms.calc = SinglePointCalculator(atoms, **results)
     return atoms
-
-
-def write_h5md(filename, images, **kwargs) -> None:
-    """Write ASE Atoms as an H5MD trajectory (one group "all"): positions, cell, velocities and forces when
-    the first image has them, the calculator's energy as potential_energy, info "step"/"time_fs" if set
-    (else the frame number and 0). Extra keyword arguments go to H5MDWriter."""
-    images = [images] if isinstance(images, Atoms) else list(images)
-    if not images:
-        raise MLFFError(f"no structures to write to {filename}")
-    first = images[0]
-    calc = first.calc
-    has_energy = calc is not None and "energy" in calc.results
-    fields = ["position"] + (["velocity"] if first.has("momenta") else []) + \
-        (["force"] if calc is not None and "forces" in calc.results else [])
-    kwargs.setdefault("fields", tuple(fields))
-    kwargs.setdefault("observables", ("potential_energy",) if has_energy else ())
-    with H5MDWriter(filename, first.numbers, first.get_masses(), first.pbc, **kwargs) as writer:
-        for i, atoms in enumerate(images):
-            results = atoms.calc.results if atoms.calc is not None else {}
-            writer.write(atoms.info.get("step", i), atoms.info.get("time_fs", 0.0), atoms.positions,
-                         atoms.cell.array, velocities=atoms.get_velocities() * units.fs,
-                         forces=results.get("forces"),
-                         observables={"potential_energy": results["energy"]} if has_energy else None)
