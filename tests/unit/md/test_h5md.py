@@ -135,6 +135,8 @@ def test_groups_one_per_system(tmp_path):
             assert np.array_equal(atoms.cell.array, fr["cell"][g] if pbc[g].any() else np.zeros((3, 3)))
             assert atoms.info["xi"] == fr["observables"]["xi"][g]
             np.testing.assert_allclose(atoms.get_forces(), fr["forces"][ids], rtol=1e-14)
+    picked = ase.io.read(path, ":", format="h5md", group="system_0002")  # through ASE, one system
+    assert [a.info["step"] for a in picked] == [fr["step"] for fr in frames] and len(picked[0]) == 2
     with pytest.raises(MLFFError, match=r"3 particle groups .*system_0001.*group="):
         read_h5md(path)
     with pytest.raises(MLFFError, match="no particle group 'nope'"):
