@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 
 import h5py
@@ -356,3 +357,48 @@ def test_user_errors(tmp_path):
     (tmp_path / "plain.h5").write_bytes(b"not hdf5")
     with pytest.raises(MLFFError, match="not a readable HDF5 file"):
         read_h5md(tmp_path / "plain.h5")
+
+
+FLUSHING = """
+import sys, numpy as np
+from mlff.md.h5md import H5MDWriter
+rng = np.random.default_rng(3)
+writer = H5MDWriter(sys.argv[1], [8] * 8, [16.0] * 8, True, groups={"a": slice(0, 4), "b": slice(4, 8)},
+                    observables=("temperature",), provenance={})
+print("ready", flush=True)
+for step in range(1000000):
+    writer.write(step, 0.5 * step, rng.normal(size=(8, 3)), np.eye(3) * 9.0, velocities=rng.normal(size=(8, 3)),
+                 forces=rng.normal(size=(8, 3)), observables={"temperature": rng.normal(size=2)})
+    writer.flush()
+"""
+
+
+@pytest.mark.slow
+def test_writer_killed_inside_flushes_keeps_every_committed_frame(tmp_path):
+    """SIGKILL a writer that flushes every frame (so most kills land inside a flush): committed frames survive."""
+    rng = np.random.default_rng(3)
+    expected = []
+    for _ in range(3000):
+        positions = rng.normal(size=(8, 3))
+        rng.normal(size=(8, 3)), rng.normal(size=(8, 3)), rng.normal(size=2)
+        expected.append(positions)
+    for trial, delay_s in enumerate((0.2, 0.45, 0.7, 0.95)):
+        path = tmp_path / f"k{trial}.h5md"
+        proc = subprocess.Popen([sys.executable, "-c", FLUSHING, str(path)], stdout=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(delay_s)
+        proc.kill()
+        proc.wait(timeout=60)
+        counts = []
+        for group, atoms_slice in (("a", slice(0, 4)), ("b", slice(4, 8))):
+            images = read_h5md(path, group=group)
+            assert [a.info["step"] for a in images] == list(range(len(images)))
+            for atoms in images:
+                assert np.array_equal(atoms.positions, expected[atoms.info["step"]][atoms_slice])
+            counts.append(len(images))
+        assert min(counts) > 0 and max(counts) - min(counts) <= 1
+        last = min(counts) - 1
+        with H5MDWriter(path, [8] * 8, [16.0] * 8, True, groups={"a": slice(0, 4), "b": slice(4, 8)},
+                        observables=("temperature",), provenance={}, restart_step=last):
+            pass
+        assert len(read_h5md(path, group="a")) == len(read_h5md(path, group="b")) == last + 1
