@@ -34,11 +34,18 @@ def torch_device(name: str) -> torch.device:
 
 
 def initial_velocities(atoms: Atoms, temperature_K: float, seed) -> None:
-    """Maxwell-Boltzmann velocities (fixed atoms at rest); zero total momentum when no atom is fixed."""
+    """Maxwell-Boltzmann velocities at exactly ``temperature_K`` over the moving atoms (fixed atoms at rest);
+    zero total momentum when no atom is fixed."""
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
-    if not atoms.constraints and not len(atoms.info.get("fixed", [])):
+    fixed = np.asarray(atoms.info.get("fixed", []), dtype=int)
+    if len(fixed) and not atoms.constraints:
+        from ase.constraints import FixAtoms
+
+        atoms.set_constraint(FixAtoms(indices=fixed))
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed),
+                                 force_temp=temperature_K > 0)
+    if not atoms.constraints:
         Stationary(atoms)
 
 
