@@ -170,3 +170,15 @@ def test_sigterm_writes_a_checkpoint_and_the_resumed_run_finishes(tmp_path, stru
     frames = read_h5md(out / "trajectory.h5", ":")
     assert [f.info["step"] for f in frames] == list(range(0, stopped_at + 8, 5))
     assert [row["step"] for row in read_log(out / "log.csv")] == list(range(0, stopped_at + 8, 5))
+
+
+def test_committee_spread_is_recorded_in_the_trajectory_and_log(tmp_path, structure, committee_potential):
+    summary = run_md(_config(structure, tmp_path, steps=4, integrator="nhc"), potential=committee_potential)
+    assert summary["status"] == "finished" and summary["drift_eV_per_atom_per_ps"] is not None
+    rows = read_log(tmp_path / "log.csv")
+    assert all(row["energy_std"] > 0 and row["max_force_std"] > 0 for row in rows)
+    frames = read_h5md(tmp_path / "trajectory.h5", ":")
+    assert frames[-1].info["energy_std"] == pytest.approx(rows[-1]["energy_std"], rel=1e-12)
+    assert frames[-1].info["xi"] == pytest.approx(rows[-1]["xi"], rel=1e-12)
+    atoms = frames[-1]
+    assert atoms.info["xi"] == pytest.approx(atoms.get_distance(1, 3) - atoms.get_distance(3, 0), rel=1e-10)
