@@ -182,3 +182,36 @@ def test_committee_spread_is_recorded_in_the_trajectory_and_log(tmp_path, struct
     assert frames[-1].info["xi"] == pytest.approx(rows[-1]["xi"], rel=1e-12)
     atoms = frames[-1]
     assert atoms.info["xi"] == pytest.approx(atoms.get_distance(1, 3) - atoms.get_distance(3, 0), rel=1e-10)
+
+
+def test_sigusr1_in_process_checkpoints_and_resume_matches(tmp_path, structure):
+    """SIGUSR1 (SLURM's warning signal) mid-run: checkpoint, status 'interrupted', and the resumed run ends
+    exactly where an uninterrupted one does."""
+
+    class SignalAt:
+        def __init__(self, model, call):
+            self.model, self.call, self.calls = model, call, 0
+
+        def __call__(self, state):
+            self.calls += 1
+            if self.calls == self.call:
+                os.kill(os.getpid(), signal.SIGUSR1)
+            return self.model(state)
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, data, state):
+            pass
+
+    config, engine = _harmonic_engine(structure, tmp_path / "a", lambda m: SignalAt(m, 6), steps=10)
+    summary = run_md(config, engine=engine)
+    assert summary["status"] == "interrupted" and "SIGUSR1 received at step 5" in summary["message"]
+    assert load_checkpoint(tmp_path / "a" / "checkpoint.pt")["step"] == 5
+    _, engine = _harmonic_engine(structure, tmp_path / "a", lambda m: m, steps=10)
+    resumed = run_md(config, engine=engine, resume=True)
+    ref_config, ref_engine = _harmonic_engine(structure, tmp_path / "b", lambda m: m, steps=10)
+    reference = run_md(ref_config, engine=ref_engine)
+    assert resumed["step"] == reference["step"] == 10
+    assert torch.equal(engine.state.positions, ref_engine.state.positions)
+    assert torch.equal(engine.state.velocities, ref_engine.state.velocities)
