@@ -56,16 +56,19 @@ def read_log(path) -> list[dict]:
 
 
 class Progress:
-    """A rich progress bar with steps/s and ns/day when stderr is a terminal (or ``show=True``)."""
+    """A rich progress bar with steps/s and ns/day when stderr is a terminal (or ``show=True``); otherwise
+    (batch jobs) one plain line on stderr at most every ``every_s`` seconds."""
 
-    def __init__(self, total_steps: int, first_step: int, timestep_fs: float, show: bool | None = None):
+    def __init__(self, total_steps: int, first_step: int, timestep_fs: float, show: bool | None = None,
+                 every_s: float = 60.0):
         self.total, self.first, self.timestep_fs = total_steps, first_step, timestep_fs
         self.show = sys.stderr.isatty() if show is None else show
+        self.every_s = every_s
         self._bar = self._task = None
-        self._start = 0.0
+        self._start = self._last_line = 0.0
 
     def __enter__(self):
-        self._start = time.perf_counter()
+        self._start = self._last_line = time.perf_counter()
         if self.show:
             from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
@@ -80,11 +83,14 @@ class Progress:
         return time.perf_counter() - self._start
 
     def update(self, step: int) -> None:
-        if self._bar is None:
-            return
         rate = (step - self.first) / max(self.elapsed(), 1e-9)
-        self._bar.update(self._task, completed=step,
-                         rate=f"{rate:.1f} steps/s, {rate * self.timestep_fs * 86400e-6:.3f} ns/day")
+        text = f"{rate:.1f} steps/s, {rate * self.timestep_fs * 86400e-6:.3f} ns/day"
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step, rate=text)
+        elif time.perf_counter() - self._last_line >= self.every_s:
+            self._last_line = time.perf_counter()
+            eta_min = (self.total - step) / max(rate, 1e-9) / 60
+            print(f"MD step {step}/{self.total}: {text}, ETA {eta_min:.1f} min", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         if self._bar is not None:
