@@ -327,6 +327,17 @@ def test_ase_io_plugin_reads_and_writes(tmp_path):
         assert b.get_potential_energy() == a.get_potential_energy() and b.info["step"] == a.info["step"]
 
 
+@pytest.mark.parametrize("first", ["ase.io", "ase._4.plugins"])
+def test_ase_registrations_survive_any_import_order(first):
+    """The h5md format and mlff's calculator plugin both register, whichever ASE module is imported first."""
+    code = (f"import warnings; warnings.simplefilter('error'); import {first}; import ase.io, ase._4.plugins\n"
+            "from ase.io.formats import ioformats\n"
+            "names = {p.name for p in ase._4.plugins.plugins}\n"
+            "assert 'h5md' in ioformats and 'mlff' in names and 'h5md' in names, names\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_user_errors(tmp_path):
     numbers, masses = _system()
     n = len(numbers)
