@@ -22,7 +22,8 @@ the buffer is full, and by ``close``), which opens the file, appends, flushes HD
 counts in ``parameters/mlff/frames`` and closes. Between flushes the file is closed and consistent, so other
 processes can read a running trajectory. A flush never rewrites or moves data that the file on disk points
 to (compressed chunks are written once, the small uncompressed ones in place), so a SIGKILL even in the
-middle of a flush leaves the committed frames intact; readers stop at the commit count.
+middle of a flush should leave the committed frames intact; readers stop at the commit count. (HDF5 has no
+transactions: a torn chunk-index update would show as fill values, step -1 / NaN, which read_h5md refuses.)
 """
 
 from __future__ import annotations
