@@ -115,3 +115,17 @@ def test_cuda_graph_steps_match_eager_steps(cluster, small_potential, integrator
     else:  # noise differs once the graph owns the generator; fixed atoms still never move
         assert torch.equal(graphed.state.positions[0], torch.as_tensor(cluster.positions[0], device="cuda"))
     assert torch.isfinite(graphed.state.forces).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("neighbors", ["verlet", "all_pairs"])
+def test_gpu_engine_matches_the_cpu_reference(cluster, small_potential, neighbors):
+    common = dict(integrator="nve", neighbors=neighbors, replicas=2, timestep_fs=0.5)
+    cpu = BatchEngine(_config(**common), cluster, small_potential)
+    gpu = BatchEngine(_config(**common, device="cuda"), cluster, small_potential)
+    for engine in (cpu, gpu):
+        engine.start()
+        for _ in range(10):
+            engine.step()
+    np.testing.assert_allclose(gpu.state.positions.cpu().numpy(), cpu.state.positions.numpy(), atol=1e-9, rtol=0)
+    np.testing.assert_allclose(gpu.state.energy.cpu().numpy(), cpu.state.energy.numpy(), atol=1e-8, rtol=0)
