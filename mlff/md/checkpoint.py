@@ -21,7 +21,7 @@ from mlff.md.state import MDState
 
 __all__ = ["save_checkpoint", "load_checkpoint", "restore_state", "config_hash", "atomic_torch_save"]
 
-_TENSORS = ("positions", "velocities", "forces", "energy", "temperature_K", "chain_positions", "chain_velocities",
+_TENSORS = ("positions", "velocities", "cell", "forces", "energy", "temperature_K", "chain_positions", "chain_velocities",
             "chain_masses")
 
 

@@ -212,8 +212,8 @@ def _ase_dynamics(config: MDConfig, atoms: Atoms):
 
 
 # internal variables of ASE's integrators that a restart must restore (attribute paths on the dynamics object)
-_ASE_STATE = ("_q", "_p", "_eps", "_p_eps", "_thermostat._eta", "_thermostat._p_eta", "_barostat._eta",
-              "_barostat._p_eta")
+_ASE_STATE = ("_q", "_p", "_eps", "_p_eps", "_thermostat._eta", "_thermostat._p_eta", "_barostat._xi",
+              "_barostat._p_xi")
 
 
 def _get_path(obj, path):

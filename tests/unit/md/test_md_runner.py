@@ -215,3 +215,23 @@ def test_sigusr1_in_process_checkpoints_and_resume_matches(tmp_path, structure):
     assert resumed["step"] == reference["step"] == 10
     assert torch.equal(engine.state.positions, ref_engine.state.positions)
     assert torch.equal(engine.state.velocities, ref_engine.state.velocities)
+
+
+def test_ase_npt_restart_restores_cell_and_barostat_exactly(tmp_path, periodic_box, small_potential):
+    path = tmp_path / "box.xyz"
+    write(path, periodic_box)
+
+    def config(out, steps):
+        return _config(str(path), tmp_path / out, engine="ase", integrator="npt", steps=steps, pressure_bar=1e4,
+                       barostat_tau_fs=50.0, nhc_tau_fs=20.0)
+
+    run_md(config("ref", 8), potential=small_potential)
+    run_md(config("split", 4), potential=small_potential)
+    run_md(config("split", 8), potential=small_potential, resume=True)
+    a, b = load_checkpoint(tmp_path / "ref" / "checkpoint.pt"), load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    assert not torch.equal(a["cell"], torch.as_tensor(periodic_box.cell.array)[None])  # the barostat moved the cell
+    for name in ("positions", "velocities", "cell"):
+        assert torch.equal(a[name], b[name]), name
+    assert set(a["extra"]) >= {"_barostat._xi", "_barostat._p_xi", "_eps", "_p_eps"}
+    for name, value in a["extra"].items():
+        assert value == b["extra"][name] if isinstance(value, str) else torch.equal(value, b["extra"][name]), name
