@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from ase.build import molecule
 from ase.io import write
 
@@ -26,8 +27,12 @@ def test_fdh_md_workflow_writes_trajectory_plot_and_summary(tmp_path):
     atoms.info["xi_atoms"] = [1, 3, 0]
     write(tmp_path / "start.xyz", atoms)
     out = tmp_path / "out"
-    summary = module.main(["--structure", str(tmp_path / "start.xyz"), "--steps", "20", "--out", str(out),
-                           "--device", "cpu"])
+    threads = torch.get_num_threads()  # the workflow may pin torch to one thread on the CPU
+    try:
+        summary = module.main(["--structure", str(tmp_path / "start.xyz"), "--steps", "20", "--out", str(out),
+                               "--device", "cpu"])
+    finally:
+        torch.set_num_threads(threads)
     assert summary["status"] == "finished" and summary["step"] == 20 and summary["ms_per_step"] > 0
     for name in ("trajectory.h5", "log.csv", "md.png", "run.json", "checkpoint.pt"):
         assert (out / name).stat().st_size > 0, name
