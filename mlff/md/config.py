@@ -63,6 +63,8 @@ class MDConfig:
         for name in ("steps", "trajectory_every", "checkpoint_every", "temperature_K", "friction_per_fs", "skin_A"):
             if getattr(self, name) < 0:
                 raise MLFFError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.integrator in ("nhc", "npt") and not self.temperature_K > 0:
+            raise MLFFError(f"integrator {self.integrator!r} needs temperature_K > 0 (its thermostat masses scale with kT)")
         if self.replicas < 1 or self.monitor_every < 1 or self.nhc_chain < 1:
             raise MLFFError("replicas, monitor_every and nhc_chain must be at least 1")
         if self.neighbors not in ("verlet", "all_pairs"):
