@@ -65,10 +65,10 @@ class BatchEngine:
         dtype = getattr(torch, config.dtype)
         replicas = []
         for r in range(config.replicas):
-            copy = atoms.copy()
+            replica = atoms.copy()
             if config.init_velocities:
-                initial_velocities(copy, config.temperature_K, [config.seed, r])
-            replicas.append(copy)
+                initial_velocities(replica, config.temperature_K, [config.seed, r])
+            replicas.append(replica)
         self.state = state_from_atoms(replicas, device=device, dtype=dtype, temperature_K=config.temperature_K,
                                       seed=config.seed)
         if model is None:

@@ -129,3 +129,15 @@ def test_gpu_engine_matches_the_cpu_reference(cluster, small_potential, neighbor
             engine.step()
     np.testing.assert_allclose(gpu.state.positions.cpu().numpy(), cpu.state.positions.numpy(), atol=1e-9, rtol=0)
     np.testing.assert_allclose(gpu.state.energy.cpu().numpy(), cpu.state.energy.numpy(), atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("engine_cls", [BatchEngine, AseEngine], ids=["batched-engine", "ase-engine"])
+def test_engines_run_in_float32_without_touching_the_callers_potential(pair, small_potential, engine_cls):
+    import torch
+
+    engine = engine_cls(_config(dtype="float32", engine="gpu" if engine_cls is BatchEngine else "ase"), pair,
+                        small_potential)
+    engine.start()
+    engine.step()
+    assert small_potential.dtype == torch.float64  # converted a copy, not the caller's
+    assert torch.isfinite(engine.state.forces).all() and engine.state.step == 1
