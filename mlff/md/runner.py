@@ -207,12 +207,14 @@ def run_md(config: MDConfig | dict | str | Path, *, resume: bool = False, atoms=
     if restart_step is None and config.trajectory_every:
         outputs.record()
     s = engine.state
-    with SignalFlag() as flag, Progress(config.steps, s.step, config.timestep_fs, show_progress) as progress:
-        status, message, done, drift = _loop(config, engine, outputs, out, flag, progress)
-        if s.device.type == "cuda":
-            torch.cuda.synchronize(s.device)
-        elapsed = progress.elapsed()
-    outputs.close()
+    try:
+        with SignalFlag() as flag, Progress(config.steps, s.step, config.timestep_fs, show_progress) as progress:
+            status, message, done, drift = _loop(config, engine, outputs, out, flag, progress)
+            if s.device.type == "cuda":
+                torch.cuda.synchronize(s.device)
+            elapsed = progress.elapsed()
+    finally:
+        outputs.close()  # an exception still leaves every frame recorded so far on disk
     atoms_per_system = torch.bincount(s.system_idx.cpu(), minlength=s.n_systems)
     ms = 1e3 * elapsed / max(done, 1)
     summary = {"status": status, "message": message, "steps_done": done, "step": s.step, "systems": s.n_systems,
