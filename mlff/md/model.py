@@ -60,6 +60,7 @@ class PotentialModel:
     def load_state_dict(self, data: dict, state: MDState) -> None:
         """Rebuild the neighbour list from the saved reference positions (same pairs, same order)."""
         self.neighbors = VerletNeighborList(self.potential.cutoff, skin=self.skin)
+        self._host_cell = None  # the restored cell may differ from the one read before
         if "reference_positions" in data:
             cells, pbc = self._cells(state)
             self.neighbors.update(data["reference_positions"].to(state.device, state.dtype), cells, pbc, state.system_idx)
