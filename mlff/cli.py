@@ -64,6 +64,22 @@ def _info(args) -> None:
     print(f"{'CuPy neighbour lists':22s} {'available' if cupy_available() else 'unavailable (CPU lists via vesin)'}")
 
 
+def _md(args) -> int:
+    from mlff.md.runner import run_md
+
+    summary = run_md(args.config, resume=args.resume)
+    if summary["status"] == "stopped":
+        print(f"mlff: {summary['message']}", file=sys.stderr)
+        return 3
+    if summary["status"] == "interrupted":
+        print(f"mlff: {summary['message']}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL: resumable
+    print(f"{summary['atoms']} atoms in {summary['systems']} system(s), {summary['steps_done']} steps on "
+          f"{summary['device']}: {summary['ms_per_step']:.2f} ms/step, {summary['ns_per_day']:.4f} ns/day; "
+          f"outputs in {summary['config']['out']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlff", description="MACE force fields: potentials, neighbour lists, MD.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -93,20 +109,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out", help="output .model file")
     export.add_argument("--member", type=int, default=0, help="committee member to export (default 0)")
     export.set_defaults(run=_potential_export)
+    md = commands.add_parser("md", help="molecular dynamics from a YAML config (see README, Molecular dynamics)")
+    md.add_argument("config", help="YAML file of MD settings")
+    md.add_argument("--resume", action="store_true", help="continue from the checkpoint in the config's out directory")
+    md.set_defaults(run=_md)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        code = args.run(args)
     except MLFFError as err:
         print(f"mlff: error: {err}", file=sys.stderr)
         return 2
     except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
         print(f"mlff: error: {err.strerror}: {err.filename}", file=sys.stderr)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

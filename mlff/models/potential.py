@@ -137,7 +137,8 @@ class Potential(torch.nn.Module):
     # ---- evaluation ---------------------------------------------------------------------------
     def _mace_input(self, graph: Graph, positions: torch.Tensor, cell: torch.Tensor) -> dict:
         index = self.species_index[graph.numbers]
-        if bool((index < 0).any()):
+        capturing = index.is_cuda and torch.cuda.is_current_stream_capturing()  # no host sync inside a CUDA graph
+        if not capturing and bool((index < 0).any()):
             from ase.data import chemical_symbols
 
             unknown = sorted({chemical_symbols[int(z)] for z in graph.numbers[index < 0].cpu()})
@@ -145,7 +146,8 @@ class Potential(torch.nn.Module):
                             f"{[chemical_symbols[z] for z in self.config.atomic_numbers]}")
         n_systems = graph.n_systems
         shifts = torch.einsum("ek,ekl->el", graph.unit_shifts, cell[graph.system_idx[graph.edge_index[0]]])
-        counts = torch.bincount(graph.system_idx, minlength=n_systems)
+        counts = torch.zeros(n_systems, dtype=torch.int64, device=positions.device).index_add_(
+            0, graph.system_idx, torch.ones_like(graph.system_idx))  # bincount would read the max back to the host
         ptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
         return {
             "positions": positions, "cell": cell, "edge_index": graph.edge_index, "shifts": shifts,

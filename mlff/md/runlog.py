@@ -1,0 +1,98 @@
+"""The runner's small I/O helpers: a CSV log that survives restarts and a progress bar with ns/day."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from mlff.provenance import provenance
+
+__all__ = ["CsvLog", "Progress", "read_log"]
+
+
+class CsvLog:
+    """Rows appended on ``flush``; a first comment line records provenance. On restart (``restart_step``)
+    rows after that step are dropped, so the log continues exactly where the checkpoint was written."""
+
+    def __init__(self, path: Path, columns: list[str], restart_step: int | None = None):
+        self.path, self.columns, self._rows = Path(path), list(columns), []
+        if restart_step is None or not self.path.exists():
+            self._rewrite([])
+        else:
+            kept = [row for row in read_log(self.path) if row["step"] <= restart_step]
+            self._rewrite([[row[c] for c in self.columns] for row in kept])
+
+    def _rewrite(self, rows) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="") as handle:
+            handle.write("# " + json.dumps({"provenance": provenance()}) + "\n")
+            writer = csv.writer(handle)
+            writer.writerow(self.columns)
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
+
+    def add(self, row: list) -> None:
+        self._rows.append(row)
+
+    def flush(self) -> None:
+        if self._rows:
+            with open(self.path, "a", newline="") as handle:
+                csv.writer(handle).writerows(self._rows)
+            self._rows = []
+
+
+def read_log(path) -> list[dict]:
+    """The rows of a log.csv as dicts of floats (step and system as ints)."""
+    with open(path) as handle:
+        lines = [line for line in handle if not line.startswith("#")]
+    rows = []
+    for row in csv.DictReader(lines):
+        rows.append({k: (int(float(v)) if k in ("step", "system") else float(v)) for k, v in row.items()})
+    return rows
+
+
+class Progress:
+    """A rich progress bar with steps/s and ns/day when stderr is a terminal (or ``show=True``); otherwise
+    (batch jobs) one plain line on stderr at most every ``every_s`` seconds."""
+
+    def __init__(self, total_steps: int, first_step: int, timestep_fs: float, show: bool | None = None,
+                 every_s: float = 60.0):
+        self.total, self.first, self.timestep_fs = total_steps, first_step, timestep_fs
+        self.show = sys.stderr.isatty() if show is None else show
+        self.every_s = every_s
+        self._bar = self._task = None
+        self._start = self._last_line = 0.0
+
+    def __enter__(self):
+        self._start = self._last_line = time.perf_counter()
+        if self.show:
+            from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(TextColumn("MD"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+                                     TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+            self._bar.__enter__()
+            self._task = self._bar.add_task("md", total=self.total, completed=self.first, rate="")
+        return self
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._start
+
+    def update(self, step: int) -> None:
+        rate = (step - self.first) / max(self.elapsed(), 1e-9)
+        text = f"{rate:.1f} steps/s, {rate * self.timestep_fs * 86400e-6:.3f} ns/day"
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step, rate=text)
+        elif time.perf_counter() - self._last_line >= self.every_s:
+            self._last_line = time.perf_counter()
+            eta_min = (self.total - step) / max(rate, 1e-9) / 60
+            print(f"MD step {step}/{self.total}: {text}, ETA {eta_min:.1f} min", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+        return False

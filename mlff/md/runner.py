@@ -1,0 +1,226 @@
+"""``run_md``: the MD runner. It owns all I/O: the H5MD trajectory, log.csv, checkpoints, monitors,
+signals and progress; the engines only step.
+
+Outputs in ``config.out``: trajectory.h5 (H5MD), log.csv (one row per system per frame), checkpoint.pt
+(latest state), run.json (settings, speed, drift, status, provenance); stopped.pt when a monitor stopped
+the run. SIGTERM / SIGUSR1 set a flag; the loop then writes a checkpoint and returns status "interrupted".
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from mlff.errors import MLFFError
+from mlff.md.checkpoint import load_checkpoint, save_checkpoint
+from mlff.md.config import MDConfig, load_md_config, read_structure
+from mlff.md.monitors import EnergyDrift, Monitors, Thresholds
+from mlff.md.runlog import CsvLog, Progress
+from mlff.provenance import provenance
+
+__all__ = ["run_md", "make_potential", "SignalFlag"]
+
+FILES = {"trajectory": "trajectory.h5", "log": "log.csv", "checkpoint": "checkpoint.pt", "run": "run.json",
+         "stopped": "stopped.pt"}
+
+
+def make_potential(config: MDConfig, atoms):
+    """The run's potential: a directory / shipped name, or an untrained MACE from a config dict (warned)."""
+    import mlff
+
+    if config.potential is None:
+        raise MLFFError("potential: give a potential directory (or shipped name), or a model config mapping "
+                        "for an untrained model (speed tests)")
+    if isinstance(config.potential, dict):
+        model = dict(config.potential)
+        model.setdefault("species", sorted(set(atoms.get_chemical_symbols())))
+        print("WARNING: untrained MACE model (random weights): this run measures speed, not chemistry",
+              file=sys.stderr)
+        return mlff.build_potential(model, seed=config.seed, dtype=config.dtype)
+    return mlff.load_potential(str(config.potential), dtype=config.dtype)
+
+
+class SignalFlag:
+    """Context manager: SIGTERM and SIGUSR1 set ``received`` (the signal's name) instead of killing."""
+
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):  # noqa: ARG002
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                if hasattr(signal, name):
+                    self._previous[name] = signal.signal(getattr(signal, name), self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for name, handler in self._previous.items():
+            signal.signal(getattr(signal, name), handler)
+        return False
+
+
+def _observables(engine) -> dict[str, torch.Tensor]:
+    """Per-system scalars [S] of the current state (device tensors)."""
+    s = engine.state
+    kinetic = s.kinetic_energy()
+    obs = {"potential_energy": s.energy, "kinetic_energy": kinetic, "total_energy": s.energy + kinetic,
+           "temperature": s.temperature(),
+           "max_force": torch.zeros_like(s.energy).scatter_reduce_(0, s.system_idx, s.forces.norm(dim=-1), "amax")}
+    conserved = engine.conserved_energy()
+    if conserved is not None:
+        obs["conserved_energy"] = conserved
+    if s.xi_atoms is not None:
+        obs["xi"] = s.xi()
+    if s.energy_std is not None:
+        obs["energy_std"] = s.energy_std
+        obs["max_force_std"] = torch.zeros_like(s.energy).scatter_reduce_(0, s.system_idx, s.forces_std, "amax")
+    return obs
+
+
+class _Outputs:
+    """Trajectory writer and log, opened fresh or truncated after the checkpoint's step on resume."""
+
+    def __init__(self, config: MDConfig, engine, out: Path, restart_step: int | None):
+        self.config, self.engine = config, engine
+        self.names = list(_observables(engine))
+        self.log = CsvLog(out / FILES["log"], ["step", "time_fs", "system", *self.names], restart_step)
+        self.writer = None
+        if config.trajectory_every:
+            from mlff.md.h5md import H5MDWriter
+
+            s = engine.state
+            groups = {f"system_{k:04d}": sl for k, sl in enumerate(s.atoms_slices())}
+            self.writer = H5MDWriter(out / FILES["trajectory"], s.numbers.cpu().numpy(), s.masses.cpu().numpy(),
+                                     s.pbc.cpu().numpy(), groups=groups, observables=self.names,
+                                     every=config.trajectory_every, provenance=provenance(),
+                                     metadata={"md_config": json.dumps(config.to_dict(), default=str)},
+                                     restart_step=restart_step)
+
+    def record(self) -> dict[str, list[float]]:
+        s = self.engine.state
+        obs = _observables(self.engine)
+        time_fs = s.step * self.config.timestep_fs
+        if self.writer is not None:
+            self.writer.write(s.step, time_fs, s.positions, s.cell, velocities=s.velocities, forces=s.forces,
+                              observables=obs)
+        host = {k: v.detach().cpu().tolist() for k, v in obs.items()}
+        for k in range(s.n_systems):
+            self.log.add([s.step, time_fs, k, *(host[name][k] for name in self.names)])
+        return host
+
+    def flush(self) -> None:
+        self.log.flush()
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        self.log.flush()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _checkpoint(path: Path, engine, config: MDConfig) -> Path:
+    model_state, extra = engine.checkpoint_parts()
+    return save_checkpoint(path, engine.state, config=config.to_dict(), model_state=model_state, extra=extra)
+
+
+def _prepare(config: MDConfig, engine, out: Path, resume: bool) -> int | None:
+    """Restore from the checkpoint (resume) or evaluate the first forces; returns the restart step."""
+    if resume:
+        data = load_checkpoint(out / FILES["checkpoint"], config=config.to_dict())
+        engine.restore(data)
+        return engine.state.step
+    existing = [out / FILES[k] for k in ("checkpoint", "trajectory") if (out / FILES[k]).exists()]
+    if existing:
+        raise MLFFError(f"{existing[0]} exists: continue that run with --resume, or choose another out directory")
+    engine.start()
+    return None
+
+
+def _loop(config: MDConfig, engine, outputs: _Outputs, out: Path, flag: SignalFlag, progress: Progress) -> tuple:
+    s = engine.state
+    monitors = Monitors(Thresholds(config.max_force_eV_per_A, config.max_force_std_eV_per_A,
+                                   config.max_energy_std_eV, config.max_temperature_K))
+    drift = EnergyDrift()
+    every, start_step = config.trajectory_every, s.step
+    status, message = "finished", None
+    while s.step < config.steps:
+        engine.step()
+        monitors.update(s)
+        if every and s.step % every == 0:
+            obs = outputs.record()
+            if "conserved_energy" in obs:
+                drift.add(s.step * config.timestep_fs, torch.tensor(obs["conserved_energy"], dtype=torch.float64))
+        if s.step % config.monitor_every == 0 or s.step == config.steps:
+            reason = monitors.check(s.step)
+            progress.update(s.step)
+            if reason is not None:
+                outputs.flush()
+                stopped = _checkpoint(out / FILES["stopped"], engine, config)
+                status, message = "stopped", (f"MD stopped at step {s.step}: {reason}; state saved to {stopped}, "
+                                              f"last good checkpoint {out / FILES['checkpoint']}")
+                break
+        if flag.received:
+            outputs.flush()
+            path = _checkpoint(out / FILES["checkpoint"], engine, config)
+            status, message = "interrupted", (f"{flag.received} received at step {s.step}: checkpoint written to "
+                                              f"{path}; continue with --resume")
+            break
+        if config.checkpoint_every and s.step % config.checkpoint_every == 0:
+            outputs.flush()
+            _checkpoint(out / FILES["checkpoint"], engine, config)
+    if status == "finished":
+        outputs.flush()
+        _checkpoint(out / FILES["checkpoint"], engine, config)
+    return status, message, s.step - start_step, drift
+
+
+def run_md(config: MDConfig | dict | str | Path, *, resume: bool = False, atoms=None, potential=None,
+           engine=None, show_progress: bool | None = None) -> dict:
+    """Run (or resume) the MD of ``config``; returns the run summary (also written to run.json).
+
+    ``atoms`` / ``potential`` / ``engine`` replace what the config names (tests, scripts)."""
+    from mlff.md.engines import AseEngine, BatchEngine
+
+    if not isinstance(config, MDConfig):
+        config = load_md_config(config)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if engine is None:
+        atoms = atoms if atoms is not None else read_structure(config.structure)
+        potential = potential if potential is not None else make_potential(config, atoms)
+        engine = (BatchEngine if config.engine == "gpu" else AseEngine)(config, atoms, potential)
+    restart_step = _prepare(config, engine, out, resume)
+    outputs = _Outputs(config, engine, out, restart_step)
+    if restart_step is None and config.trajectory_every:
+        outputs.record()
+    s = engine.state
+    try:
+        with SignalFlag() as flag, Progress(config.steps, s.step, config.timestep_fs, show_progress) as progress:
+            status, message, done, drift = _loop(config, engine, outputs, out, flag, progress)
+            if s.device.type == "cuda":
+                torch.cuda.synchronize(s.device)
+            elapsed = progress.elapsed()
+    finally:
+        outputs.close()  # an exception still leaves every frame recorded so far on disk
+    atoms_per_system = torch.bincount(s.system_idx.cpu(), minlength=s.n_systems)
+    ms = 1e3 * elapsed / max(done, 1)
+    summary = {"status": status, "message": message, "steps_done": done, "step": s.step, "systems": s.n_systems,
+               "atoms": int(len(s.positions)), "ms_per_step": ms, "ns_per_day": config.timestep_fs * 86400e-6 / (ms * 1e-3),
+               "atom_steps_per_s": len(s.positions) * 1e3 / ms, "device": str(s.device),
+               "drift_eV_per_atom_per_ps": drift.per_atom_per_ps(atoms_per_system), "resumed": restart_step is not None,
+               "config": config.to_dict(), "provenance": provenance()}
+    (out / FILES["run"]).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
