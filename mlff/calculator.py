@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
@@ -39,9 +41,11 @@ class MLFFCalculator(Calculator):
         super().__init__(**kwargs)
         self.device = _device(device)
         if isinstance(potential, Potential):
-            self.potential = potential.to(self.device)
-            if dtype is not None:
-                self.potential = self.potential.to(dtype=getattr(torch, dtype))
+            wanted = potential.dtype if dtype is None else getattr(torch, dtype)
+            if cueq or potential.device != self.device or potential.dtype != wanted:
+                # torch converts modules in place: work on a copy, never change the caller's potential
+                potential = copy.deepcopy(potential).to(device=self.device, dtype=wanted)
+            self.potential = potential
         else:
             self.potential = load_potential(potential, device=self.device, dtype=dtype)
         if cueq:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from ase.md.verlet import VelocityVerlet
 
 from mlff import MLFFCalculator, MLFFError, save_potential
@@ -56,3 +57,15 @@ def test_bad_device_and_missing_potential_are_clear_errors(small_potential):
             MLFFCalculator(small_potential, device="cpu", cueq=True)
     with pytest.raises(MLFFError, match="not a potential directory"):
         MLFFCalculator("/no/such/potential", device="cpu")
+
+
+def test_the_callers_potential_is_never_converted(small_potential, cluster):
+    assert small_potential.dtype == torch.float64
+    cluster.calc = MLFFCalculator(small_potential, device="cpu", dtype="float32")
+    energy32 = cluster.get_potential_energy()
+    assert small_potential.dtype == torch.float64 and cluster.calc.potential.dtype == torch.float32
+    same = MLFFCalculator(small_potential, device="cpu")
+    assert same.potential is small_potential  # nothing to convert: shared, no copy
+    atoms = cluster.copy()
+    atoms.calc = same
+    assert atoms.get_potential_energy() == pytest.approx(energy32, rel=1e-6)  # float32 of ~2e4 eV
