@@ -12,10 +12,11 @@ from mlff.errors import MLFFError
 from mlff.models import Potential, batch_atoms, load_potential
 from mlff.neighbors import VerletNeighborList
 
-__all__ = ["MLFFCalculator"]
+__all__ = ["MLFFCalculator", "torch_device"]
 
 
-def _device(device: str) -> torch.device:
+def torch_device(device: str) -> torch.device:
+    """"auto" (CUDA when torch sees it, else the CPU), "cpu", "cuda", "cuda:1", ...; a clear error without CUDA."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -39,7 +40,7 @@ class MLFFCalculator(Calculator):
     def __init__(self, potential: Potential | str, device: str = "auto", dtype: str | None = None,
                  skin: float = 0.5, cueq: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.device = _device(device)
+        self.device = torch_device(device)
         if isinstance(potential, Potential):
             wanted = potential.dtype if dtype is None else getattr(torch, dtype)
             if cueq or potential.device != self.device or potential.dtype != wanted:

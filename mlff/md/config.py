@@ -91,17 +91,15 @@ def read_structure(spec: str):
     from ase.io import read
 
     if spec.startswith("fdh-cluster:"):
+        from mlff.data.cluster import load_cluster
+
         parts = spec.split(":")
         if len(parts) != 3:
             raise MLFFError(f"structure {spec!r}: expected 'fdh-cluster:SIZE:STATE', e.g. 'fdh-cluster:small:reactant'")
-        path = REPO / "data" / "fdh-cluster" / f"cluster_{parts[1]}_{parts[2]}.xyz"
-        if not path.is_file():
-            raise MLFFError(f"structure {spec!r}: the shipped geometry {path} is missing "
-                            "(build one with: mlff data build-cluster --size SIZE --state STATE --out FILE)")
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise MLFFError(f"structure file not found: {path}")
+        return load_cluster(parts[1], parts[2])
+    path = Path(spec)
+    if not path.is_file():
+        raise MLFFError(f"structure file not found: {path}")
     try:
         atoms = read(path)
     except Exception as err:  # noqa: BLE001 - any unreadable structure is one user error

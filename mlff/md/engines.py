@@ -16,21 +16,14 @@ import numpy as np
 import torch
 from ase import Atoms, units
 
+from mlff.calculator import torch_device
 from mlff.errors import MLFFError
 from mlff.md.config import MDConfig
 from mlff.md.integrators import compute_forces, langevin_step, nhc_energy, nhc_init, nhc_step, nve_step
 from mlff.md.model import AllPairsModel, PotentialModel
 from mlff.md.state import state_from_atoms
 
-__all__ = ["BatchEngine", "AseEngine", "initial_velocities", "torch_device"]
-
-
-def torch_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MLFFError(f"device {name!r} asked for, but torch sees no CUDA GPU")
-    return torch.device(name)
+__all__ = ["BatchEngine", "AseEngine", "initial_velocities"]
 
 
 def initial_velocities(atoms: Atoms, temperature_K: float, seed) -> None:

@@ -20,6 +20,13 @@ __all__ = ["PotentialModel", "AllPairsModel", "HarmonicModel"]
 MAX_ALL_PAIRS_ATOMS = 1000
 
 
+def _evaluate(potential, graph: Graph, dtype: torch.dtype) -> dict:
+    """Energies [S], forces [N,3] (and committee spreads) of ``graph`` in the state's dtype."""
+    out = potential.evaluate(graph, forces=True)
+    keys = ("energy", "forces", "energy_std", "forces_std")
+    return {k: out[k].to(dtype) for k in keys if k in out}
+
+
 class PotentialModel:
     """A Potential as the engine's force model. ``skin`` (Å): Verlet skin of the neighbour list."""
 
@@ -45,12 +52,7 @@ class PotentialModel:
         i, j, shifts = self.neighbors.update(state.positions, cells, pbc, state.system_idx)
         graph = Graph(positions=state.positions, numbers=state.numbers, cell=state.cell, pbc=state.pbc,
                       system_idx=state.system_idx, edge_index=torch.stack([i, j]), unit_shifts=shifts.to(state.dtype))
-        out = self.potential.evaluate(graph, forces=True)
-        result = {"energy": out["energy"].to(state.dtype), "forces": out["forces"].to(state.dtype)}
-        if "energy_std" in out:
-            result["energy_std"] = out["energy_std"].to(state.dtype)
-            result["forces_std"] = out["forces_std"].to(state.dtype)
-        return result
+        return _evaluate(self.potential, graph, state.dtype)
 
     def state_dict(self) -> dict:
         """What a restart needs to rebuild the same neighbour list: the positions of the last build."""
@@ -101,12 +103,7 @@ class AllPairsModel:
     def __call__(self, state: MDState) -> dict:
         graph = Graph(positions=state.positions, numbers=state.numbers, cell=state.cell, pbc=state.pbc,
                       system_idx=state.system_idx, edge_index=self.edge_index, unit_shifts=self.unit_shifts)
-        out = self.potential.evaluate(graph, forces=True)
-        result = {"energy": out["energy"].to(state.dtype), "forces": out["forces"].to(state.dtype)}
-        if "energy_std" in out:
-            result["energy_std"] = out["energy_std"].to(state.dtype)
-            result["forces_std"] = out["forces_std"].to(state.dtype)
-        return result
+        return _evaluate(self.potential, graph, state.dtype)
 
     def state_dict(self) -> dict:
         return {}

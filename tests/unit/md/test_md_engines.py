@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ase.build import molecule
 from md_helpers import one_thread
 
 from mlff.md import load_md_config
@@ -14,13 +13,10 @@ single_thread = pytest.fixture(autouse=True)(one_thread)
 
 
 @pytest.fixture()
-def pair():
-    acid, water = molecule("HCOOH"), molecule("H2O")
-    water.translate((0.3, 2.9, 0.2))
-    atoms = acid + water
-    atoms.rattle(0.05, seed=3)
-    atoms.info["fixed"] = [1, 5]
-    return atoms
+def pinned(pair):
+    """The formic acid-water pair with atoms 1 and 5 fixed."""
+    pair.info["fixed"] = [1, 5]
+    return pair
 
 
 def _config(**kw):
@@ -28,8 +24,8 @@ def _config(**kw):
 
 
 @pytest.mark.parametrize("integrator", ["nve", "langevin", "nhc"])
-def test_ase_engine_never_moves_fixed_atoms(pair, small_potential, integrator):
-    engine = AseEngine(_config(engine="ase", integrator=integrator), pair, small_potential)
+def test_ase_engine_never_moves_fixed_atoms(pinned, small_potential, integrator):
+    engine = AseEngine(_config(engine="ase", integrator=integrator), pinned, small_potential)
     engine.start()
     start = engine.atoms.positions.copy()
     for _ in range(6):
@@ -42,13 +38,13 @@ def test_ase_engine_never_moves_fixed_atoms(pair, small_potential, integrator):
     assert float(engine.state.forces[[1, 5]].abs().max()) == 0.0
     if integrator == "nhc":  # ASE's own momenta array must not carry the fixed atoms' forces either
         assert np.abs(engine.dyn._p[[1, 5]]).max() == 0.0
-        assert engine.dyn._thermostat._num_atoms_global == len(pair) - 2
+        assert engine.dyn._thermostat._num_atoms_global == len(pinned) - 2
 
 
-def test_engines_agree_on_nve_from_the_same_start(pair, small_potential):
+def test_engines_agree_on_nve_from_the_same_start(pinned, small_potential):
     config = _config(integrator="nve", timestep_fs=0.5)
-    batch = BatchEngine(config, pair, small_potential)
-    ase = AseEngine(_config(engine="ase", integrator="nve", timestep_fs=0.5), pair, small_potential)
+    batch = BatchEngine(config, pinned, small_potential)
+    ase = AseEngine(_config(engine="ase", integrator="nve", timestep_fs=0.5), pinned, small_potential)
     np.testing.assert_allclose(batch.state.velocities.numpy(), ase.state.velocities.numpy(), rtol=1e-12, atol=1e-15)
     batch.start()
     ase.start()
@@ -132,10 +128,10 @@ def test_gpu_engine_matches_the_cpu_reference(cluster, small_potential, neighbor
 
 
 @pytest.mark.parametrize("engine_cls", [BatchEngine, AseEngine], ids=["batched-engine", "ase-engine"])
-def test_engines_run_in_float32_without_touching_the_callers_potential(pair, small_potential, engine_cls):
+def test_engines_run_in_float32_without_touching_the_callers_potential(pinned, small_potential, engine_cls):
     import torch
 
-    engine = engine_cls(_config(dtype="float32", engine="gpu" if engine_cls is BatchEngine else "ase"), pair,
+    engine = engine_cls(_config(dtype="float32", engine="gpu" if engine_cls is BatchEngine else "ase"), pinned,
                         small_potential)
     engine.start()
     engine.step()

@@ -22,16 +22,6 @@ from mlff.md.state import KB_EV_PER_K
 single_thread = pytest.fixture(autouse=True)(one_thread)
 
 
-@pytest.fixture()
-def pair():
-    """Formic acid and a water molecule, H-bonded (8 atoms: cheap enough for tens of MACE steps)."""
-    acid, water = molecule("HCOOH"), molecule("H2O")
-    water.translate((0.3, 2.9, 0.2))
-    atoms = acid + water
-    atoms.rattle(0.05, seed=3)
-    return atoms
-
-
 def _hot(atoms, seed=0, temperature_K=600.0):
     atoms = atoms.copy()
     initial_velocities(atoms, temperature_K, seed)
