@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from ase.data import chemical_symbols
 
@@ -26,13 +28,20 @@ def fit_e0s(atoms_list, energies_eV, atomic_numbers) -> dict[str, float]:
     """E0 per element (eV) minimising sum_r (E_r - sum_Z n_rZ E0_Z)^2 over the records.
 
     Elements absent from the data get 0; when compositions are linearly dependent (e.g. every record has
-    the same formula) the minimum-norm solution is returned, as mace-torch does.
+    the same formula, as in a cluster dataset) the minimum-norm solution is returned, as mace-torch does, with a
+    warning: such E0s are not isolated-atom energies, so give them (``e0s: {H: ...}`` or a dataset of isolated
+    atoms) when the potential must transfer to other compositions.
     """
     counts = composition(atoms_list, atomic_numbers)
     present = counts.sum(0) > 0
     solution = np.zeros(len(atomic_numbers))
     if present.any():
-        solution[present] = np.linalg.lstsq(counts[:, present], np.asarray(energies_eV, np.float64), rcond=None)[0]
+        solution[present], _, rank, _ = np.linalg.lstsq(counts[:, present], np.asarray(energies_eV, np.float64),
+                                                        rcond=None)
+        if rank < present.sum():
+            warnings.warn(f"E0 fit underdetermined: the training compositions span {rank} of {present.sum()} "
+                          "elements, so the fitted E0s are a minimum-norm solution, not atomic energies; give e0s "
+                          "(values or an isolated-atoms dataset) for a potential that transfers", stacklevel=2)
     return {chemical_symbols[int(z)]: float(e) for z, e in zip(atomic_numbers, solution)}
 
 

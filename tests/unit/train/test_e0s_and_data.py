@@ -1,6 +1,9 @@
 """E0 least squares, scale/shift statistics, and device-side batching of precomputed graphs."""
 
+import warnings
+
 import numpy as np
+import pytest
 import torch
 from ase import Atoms
 from helpers import emt_records
@@ -43,6 +46,17 @@ def test_e0_fit_with_noise_is_least_squares_and_absent_elements_get_zero():
     e0 = np.array([fitted["H"], fitted["C"], fitted["O"]])
     residual = energies - counts @ e0
     np.testing.assert_allclose(counts.T @ residual, 0.0, atol=1e-8)  # normal equations hold
+
+
+def test_e0_fit_warns_when_every_record_has_one_formula():
+    rng = np.random.default_rng(7)
+    atoms = [Atoms("CH4O", positions=rng.normal(0, 2.0, (6, 3))) for _ in range(5)]  # a cluster dataset's case
+    with pytest.warns(UserWarning, match="E0 fit underdetermined: the training compositions span 1 of 3"):
+        fitted = fit_e0s(atoms, rng.normal(-1000.0, 1.0, 5), ZS)
+    assert fitted["N"] == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit_e0s(_random_molecules(30, rng), rng.normal(size=30), ZS)  # full rank: silent
 
 
 def test_scale_shift_from_interaction_energies_and_force_rms():
