@@ -51,9 +51,13 @@ def _plots(datasets: dict[str, Dataset], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_xi, ax_e, ax_f) = plt.subplots(1, 3, figsize=(13, 3.8))
-    for name, ds in datasets.items():
-        infos, energy, n_atoms = ds.infos(), ds.column("energy"), ds.column("n_atoms")
-        ax_xi.hist([i.get("xi", np.nan) for i in infos], bins=56, range=(-1.6, 1.6), alpha=0.6, label=name)
+    clusters = {n: ds for n, ds in datasets.items() if ds.column("n_atoms").max() > 1}  # not isolated atoms
+    xi = {n: np.array([i.get("xi", np.nan) for i in ds.infos()], dtype=float) for n, ds in clusters.items()}
+    finite = np.concatenate([x[np.isfinite(x)] for x in xi.values()] or [np.zeros(0)])
+    span = (min(-1.6, finite.min(initial=0.0)), max(1.6, finite.max(initial=0.0)))
+    for name, ds in clusters.items():
+        energy, n_atoms = ds.column("energy"), ds.column("n_atoms")
+        ax_xi.hist(xi[name], bins=int(round((span[1] - span[0]) / 0.1)), range=span, alpha=0.6, label=name)
         labelled = np.isfinite(energy)
         if labelled.any():
             e = energy[labelled]
@@ -62,7 +66,10 @@ def _plots(datasets: dict[str, Dataset], path: Path) -> None:
     for ax, label in ((ax_xi, "xi = d(C-H) - d(H-C4) (Å)"), (ax_e, "(E - E_min) / atom (meV)"),
                       (ax_f, "force component (eV/Å)")):
         ax.set_xlabel(label)
-        ax.legend()
+        if ax.has_data():
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, "no DFT labels yet", ha="center", va="center", transform=ax.transAxes)
     ax_xi.axvspan(-0.3, 0.3, color="grey", alpha=0.15)
     ax_xi.set_ylabel("configurations")
     fig.tight_layout()
@@ -92,8 +99,8 @@ def write_card(datasets: dict[str, str | Path], out_dir: str | Path, *, recipe: 
     lines += ["", "Regions: " + "; ".join(f"{k}: {v}" for k, v in REGIONS.items()), "",
               "## Level of theory", ""]
     for name, s in stats.items():
-        lines += [f"- {name}: " + "; ".join(", ".join(f"{k} {v}" for k, v in level.items() if v)
-                                             for level in s["levels"])]
+        level = "; ".join(", ".join(f"{k} {v}" for k, v in lv.items() if v) for lv in s["levels"])
+        lines += [f"- {name}: " + (level or "unlabelled geometries (no energies or forces yet)")]
     if recipe:
         lines += ["", "## Sampling recipe", "", "```json", json.dumps(recipe, indent=2), "```"]
     lines += ["", "## Distributions", "", "![xi, energy and force distributions](distributions.png)", "",
