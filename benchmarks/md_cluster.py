@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from ase import units
 
@@ -32,7 +31,7 @@ import mlff
 import mlff.models._mace  # noqa: F401
 from _common import SIZES, append_results, markdown_table, sync, time_ms
 from mlff.data import water_box
-from mlff.md import compute_forces, load_md_config
+from mlff.md import load_md_config
 from mlff.md.engines import BatchEngine, initial_velocities
 from mlff.md.monitors import EnergyDrift
 

@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from mlff.errors import MLFFError
 
 __all__ = ["add_data_commands"]
 

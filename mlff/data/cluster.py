@@ -298,7 +298,7 @@ def _assemble(size: str, seed: int) -> Atoms:
         fragments += _medium_extras(seed, formate)
     if size == "large":
         fragments += _large_extras(seed, formate, nic)
-    atoms, fixed, starts, hbonds = Atoms(), [], [], []
+    atoms, fixed, starts = Atoms(), [], []
     for frag in fragments:
         starts.append(len(atoms))
         fixed += [len(atoms) + i for i in frag.fixed]

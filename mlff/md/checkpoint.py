@@ -23,6 +23,7 @@ __all__ = ["save_checkpoint", "load_checkpoint", "restore_state", "config_hash",
 
 _TENSORS = ("positions", "velocities", "cell", "forces", "energy", "temperature_K", "chain_positions", "chain_velocities",
             "chain_masses")
+_SPREADS = ("energy_std", "forces_std")  # committee potentials only: [S] eV and [N] eV/Å at the checkpoint's step
 
 
 def config_hash(config: dict) -> str:
@@ -52,6 +53,8 @@ def save_checkpoint(path, state: MDState, *, config: dict, model_state: dict | N
                     extra: dict | None = None) -> Path:
     """Write ``state`` (and the model's neighbour-list state) to ``path`` atomically."""
     data = {name: getattr(state, name).detach().cpu().clone() for name in _TENSORS}
+    data.update({name: getattr(state, name).detach().cpu().clone() for name in _SPREADS
+                 if getattr(state, name) is not None})
     data.update(step=int(state.step), generator_state=state.generator.get_state().cpu(),
                 generator_device=str(state.generator.device), config_json=json.dumps(config, sort_keys=True, default=str),
                 config_hash=config_hash(config), model_state=dict(model_state or {}), extra=dict(extra or {}))
@@ -87,6 +90,13 @@ def restore_state(state: MDState, data: dict) -> MDState:
                 continue
             raise MLFFError(f"checkpoint field {name} has shape {list(saved.shape)}, the run has {list(current.shape)}")
         current.copy_(saved.to(current.device))
+    for name in _SPREADS:
+        if name in data:
+            setattr(state, name, data[name].to(state.device, state.dtype))
+    saved_device, device = data.get("generator_device", "cpu"), str(state.generator.device)
+    if saved_device.split(":")[0] != device.split(":")[0]:
+        raise MLFFError(f"the checkpoint was written by a run on {saved_device} and this run is on {device}: its random "
+                        f"stream cannot continue there; resume with device: {saved_device.split(':')[0]}")
     state.step = int(data["step"])
     state.generator.set_state(data["generator_state"])
     return state

@@ -21,9 +21,19 @@ from mlff.errors import MLFFError
 from mlff.md.config import MDConfig
 from mlff.md.integrators import compute_forces, langevin_step, nhc_energy, nhc_init, nhc_step, nve_step
 from mlff.md.model import AllPairsModel, PotentialModel
-from mlff.md.state import state_from_atoms
+from mlff.md.state import fixed_mask, state_from_atoms
 
 __all__ = ["BatchEngine", "AseEngine", "initial_velocities"]
+
+
+def pin_fixed_atoms(atoms: Atoms) -> None:
+    """Give ``atoms`` a FixAtoms for the atoms listed in ``info["fixed"]`` (indices or a mask) if it has none,
+    so that ASE's integrators and velocity draws honour them too."""
+    from ase.constraints import FixAtoms
+
+    mask = fixed_mask(atoms)
+    if mask.any() and not any(isinstance(c, FixAtoms) for c in atoms.constraints):
+        atoms.set_constraint([*atoms.constraints, FixAtoms(mask=mask)])
 
 
 def initial_velocities(atoms: Atoms, temperature_K: float, seed) -> None:
@@ -31,11 +41,7 @@ def initial_velocities(atoms: Atoms, temperature_K: float, seed) -> None:
     zero total momentum when no atom is fixed."""
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
-    fixed = np.asarray(atoms.info.get("fixed", []), dtype=int)
-    if len(fixed) and not atoms.constraints:
-        from ase.constraints import FixAtoms
-
-        atoms.set_constraint(FixAtoms(indices=fixed))
+    pin_fixed_atoms(atoms)
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed),
                                  force_temp=temperature_K > 0)
     if not atoms.constraints:
@@ -65,7 +71,8 @@ class BatchEngine:
         self.state = state_from_atoms(replicas, device=device, dtype=dtype, temperature_K=config.temperature_K,
                                       seed=config.seed)
         if model is None:
-            if potential.device != device or potential.dtype != dtype:  # .to() works in place: leave the caller's alone
+            if config.cueq or potential.device != device or potential.dtype != dtype:
+                # .to() and enable_cueq() change a potential in place: leave the caller's alone
                 potential = copy.deepcopy(potential).to(device=device, dtype=dtype)
             if config.cueq:
                 if device.type != "cuda":
@@ -225,12 +232,7 @@ class AseEngine:
         self.atoms = atoms.copy()
         if config.init_velocities:
             initial_velocities(self.atoms, config.temperature_K, [config.seed, 0])
-        if "fixed" in self.atoms.info and not self.atoms.constraints:
-            from ase.constraints import FixAtoms
-
-            self.atoms.set_constraint(FixAtoms(indices=np.asarray(self.atoms.info["fixed"], dtype=int)))
-        if calculator is None and potential.dtype != getattr(torch, config.dtype):
-            potential = copy.deepcopy(potential)  # MLFFCalculator converts it in place
+        pin_fixed_atoms(self.atoms)
         self.atoms.calc = calculator or MLFFCalculator(potential, device=config.device, dtype=config.dtype,
                                                        skin=config.skin_A, cueq=config.cueq)
         self.dyn = _ase_dynamics(config, self.atoms)

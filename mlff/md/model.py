@@ -2,7 +2,8 @@
 
 ``PotentialModel`` evaluates a ``Potential`` (autograd forces in ``Potential.evaluate``) on a graph whose
 pairs come from a ``VerletNeighborList`` kept across steps. On the GPU the list lives in CuPy-filled
-buffers; deciding whether to rebuild reads back one flag per step (the only host sync of a step).
+buffers; each step reads back the rebuild flag and, through the boolean selection of the pairs within the
+cutoff, their number: two host syncs per step, which is why this path cannot be captured in a CUDA graph.
 ``HarmonicModel`` is an exactly solvable stand-in with the same interface (tests, statistics).
 """
 

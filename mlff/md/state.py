@@ -17,7 +17,7 @@ from ase.constraints import FixAtoms
 
 from mlff.errors import MLFFError
 
-__all__ = ["MDState", "state_from_atoms", "state_to_atoms", "KB_EV_PER_K", "ACCEL", "KINETIC"]
+__all__ = ["MDState", "fixed_mask", "state_from_atoms", "state_to_atoms", "KB_EV_PER_K", "ACCEL", "KINETIC"]
 
 KB_EV_PER_K = float(units.kB)
 ACCEL = float(units.fs) ** 2  # (eV/Å)/amu -> Å/fs²
@@ -90,7 +90,8 @@ class MDState:
         return [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
 
 
-def _fixed_mask(atoms: Atoms) -> np.ndarray:
+def fixed_mask(atoms: Atoms) -> np.ndarray:
+    """[N] bool: atoms held by FixAtoms or listed in ``atoms.info["fixed"]`` (indices or a boolean mask)."""
     fixed = np.zeros(len(atoms), dtype=bool)
     extra = atoms.info.get("fixed", [])
     extra = np.asarray(extra)
@@ -116,7 +117,7 @@ def state_from_atoms(atoms_list: Sequence[Atoms], *, device="cpu", dtype=torch.f
         raise MLFFError("need at least one structure")
     device = torch.device(device)
     f = dict(dtype=dtype, device=device)
-    fixed = np.concatenate([_fixed_mask(a) for a in atoms_list])
+    fixed = np.concatenate([fixed_mask(a) for a in atoms_list])
     velocities = np.concatenate([a.get_velocities() for a in atoms_list]) * float(units.fs)  # Å/fs
     velocities[fixed] = 0.0
     counts = [len(a) for a in atoms_list]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 
 from mlff.errors import MLFFError
 from mlff.models.config import model_config

@@ -7,7 +7,6 @@ RNG states of torch, numpy and Python. Writes are atomic (temporary file, then r
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -42,12 +41,10 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path, payload: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    """Write ``payload`` atomically (temporary file, fsync, rename): a kill leaves the old or the new one."""
+    from mlff.md.checkpoint import atomic_torch_save
+
+    return atomic_torch_save(payload, path)
 
 
 def load_checkpoint(path) -> dict:

@@ -72,11 +72,13 @@ class Dist:
 
 
 def _device(requested: str, local_rank: int) -> torch.device:
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda":
+    """The process's device: under torchrun, "cuda" (or "auto" on a GPU node) means GPU ``local_rank``."""
+    from mlff.calculator import torch_device
+
+    device = torch_device(requested)  # a clear error when CUDA is asked for and absent
+    if device.type == "cuda" and device.index is None:
         return torch.device("cuda", local_rank)
-    return torch.device(requested)
+    return device
 
 
 def setup(device: str = "auto") -> Dist:

@@ -23,6 +23,7 @@ from md_helpers import FakeCommittee, NaNAfter, one_thread
 from mlff.cli import main
 from mlff.md import HarmonicModel, load_md_config, run_md
 from mlff.md.checkpoint import load_checkpoint
+from mlff.md.config import read_structure
 from mlff.md.engines import BatchEngine
 from mlff.md.h5md import read_h5md
 from mlff.md.runlog import read_log
@@ -63,8 +64,10 @@ def _datasets(path) -> dict[str, np.ndarray]:
     return found
 
 
-@pytest.mark.parametrize("engine", ["gpu", "ase"], ids=["batched-engine", "ase-engine"])  # "gpu" would mark it
-def test_restart_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, structure, small_potential, engine):
+@pytest.mark.parametrize("engine, members", [("gpu", 1), ("ase", 1), ("gpu", 3)],
+                         ids=["batched-engine", "ase-engine", "batched-engine-committee"])  # "gpu" would mark it
+def test_restart_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, structure, request, engine, members):
+    small_potential = request.getfixturevalue("small_potential" if members == 1 else "committee_potential")
     ref = run_md(_config(structure, tmp_path / "ref", engine=engine), potential=small_potential)
     assert ref["status"] == "finished" and ref["step"] == 12
     out = tmp_path / "split"
@@ -86,6 +89,34 @@ def test_restart_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, structur
     frames = read_h5md(out / "trajectory.h5", ":")
     assert [f.info["step"] for f in frames] == steps
     np.testing.assert_array_equal(frames[0].positions[5], frames[-1].positions[5])  # the fixed atom
+
+
+def test_resume_on_another_kind_of_device_is_one_clear_error(tmp_path, structure, small_potential):
+    from mlff.errors import MLFFError
+    from mlff.md.checkpoint import restore_state
+
+    run_md(_config(structure, tmp_path, steps=2), potential=small_potential)
+    data = load_checkpoint(tmp_path / "checkpoint.pt")
+    data["generator_device"] = "cuda:0"  # as written by a run on a GPU node
+    engine = BatchEngine(_config(structure, tmp_path / "b"), read_structure(structure), small_potential)
+    with pytest.raises(MLFFError, match="written by a run on cuda:0 and this run is on cpu"):
+        restore_state(engine.state, data)
+
+
+def test_fixed_atoms_given_as_a_boolean_mask(tmp_path, structure, small_potential):
+    from ase.io import read
+
+    atoms = read(structure)
+    mask = np.zeros(len(atoms), dtype=bool)
+    mask[[2, 6]] = True
+    atoms.info["fixed"] = mask
+    write(tmp_path / "masked.xyz", atoms)
+    for engine in ("gpu", "ase"):
+        out = tmp_path / engine
+        run_md(_config(str(tmp_path / "masked.xyz"), out, engine=engine, steps=4), potential=small_potential)
+        frames = read_h5md(out / "trajectory.h5", ":")
+        moved = np.abs(frames[-1].positions - frames[0].positions).max(axis=1)
+        assert (moved[mask] == 0).all() and (moved[~mask] > 0).all(), engine
 
 
 def test_resume_refuses_a_changed_config(tmp_path, structure, small_potential):

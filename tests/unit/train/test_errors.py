@@ -2,6 +2,7 @@
 (exit status 2, no traceback)."""
 
 import pytest
+import torch
 import yaml
 from ase.build import molecule
 from helpers import config, emt_records
@@ -9,7 +10,7 @@ from helpers import config, emt_records
 from mlff.cli import main
 from mlff.data import Dataset, make_record
 from mlff.errors import MLFFError
-from mlff.train import train, train_config
+from mlff.train import train_config
 
 
 def _cli(tmp_path, cfg, capsys) -> str:
@@ -57,3 +58,9 @@ def test_bad_values_and_missing_sections(small_config, emt_dataset, tmp_path, ca
     del no_model["model"]
     assert "give 'model'" in _cli(tmp_path, no_model, capsys)
     assert "no dataset at" in _cli(tmp_path, config(small_config, tmp_path / "missing.h5", tmp_path / "r"), capsys)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_asked_for_without_a_gpu_is_one_line(small_config, emt_dataset, tmp_path, capsys):
+    err = _cli(tmp_path, config(small_config, emt_dataset, tmp_path / "r", device="cuda"), capsys)
+    assert "device 'cuda' asked for, but torch sees no CUDA GPU" in err
