@@ -26,9 +26,12 @@ _TENSORS = ("positions", "velocities", "cell", "forces", "energy", "temperature_
 _SPREADS = ("energy_std", "forces_std")  # committee potentials only: [S] eV and [N] eV/Å at the checkpoint's step
 
 
+RESUMABLE = ("steps", "out")  # a restart may ask for more steps, or run from a moved directory
+
+
 def config_hash(config: dict) -> str:
-    """sha256 of the config without ``steps`` (a restart may ask for more steps)."""
-    body = {k: v for k, v in config.items() if k != "steps"}
+    """sha256 of the config without the keys a restart may change (``RESUMABLE``)."""
+    body = {k: v for k, v in config.items() if k not in RESUMABLE}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -72,10 +75,10 @@ def load_checkpoint(path, *, config: dict | None = None) -> dict:
         raise MLFFError(f"checkpoint {path} is not readable ({type(err).__name__}: {err})") from err
     if config is not None and data["config_hash"] != config_hash(config):
         saved = json.loads(data["config_json"])
-        keys = sorted(k for k in set(saved) | set(config) if k != "steps" and
+        keys = sorted(k for k in set(saved) | set(config) if k not in RESUMABLE and
                       json.dumps(saved.get(k), default=str) != json.dumps(config.get(k), default=str))
         raise MLFFError(f"checkpoint {path} was written with a different config (key {keys[0] if keys else '?'!r} "
-                        "differs); only 'steps' may change on --resume")
+                        "differs); only 'steps' and 'out' may change on --resume")
     return data
 
 

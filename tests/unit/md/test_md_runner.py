@@ -125,6 +125,10 @@ def test_resume_refuses_a_changed_config(tmp_path, structure, small_potential):
         run_md(_config(structure, tmp_path, steps=4, temperature_K=500.0), potential=small_potential, resume=True)
     with pytest.raises(Exception, match="exists: continue that run with --resume"):
         run_md(_config(structure, tmp_path, steps=4), potential=small_potential)
+    moved = tmp_path.parent / f"{tmp_path.name}-moved"
+    shutil.copytree(tmp_path, moved)  # a run directory moved (e.g. to scratch) resumes from where it now is
+    done = run_md(_config(structure, moved, steps=4), potential=small_potential, resume=True)
+    assert done["status"] == "finished" and done["step"] == 4 and done["steps_done"] == 2
 
 
 def _harmonic_engine(structure, out, wrap, **kw):
