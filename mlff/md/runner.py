@@ -9,9 +9,7 @@ the run. SIGTERM / SIGUSR1 set a flag; the loop then writes a checkpoint and ret
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import torch
@@ -22,8 +20,9 @@ from mlff.md.config import MDConfig, load_md_config, read_structure
 from mlff.md.monitors import EnergyDrift, Monitors, Thresholds
 from mlff.md.runlog import CsvLog, Progress
 from mlff.provenance import provenance
+from mlff.signals import SignalFlag
 
-__all__ = ["run_md", "make_potential", "SignalFlag"]
+__all__ = ["run_md", "make_potential"]
 
 FILES = {"trajectory": "trajectory.h5", "log": "log.csv", "checkpoint": "checkpoint.pt", "run": "run.json",
          "stopped": "stopped.pt"}
@@ -43,31 +42,6 @@ def make_potential(config: MDConfig, atoms):
               file=sys.stderr)
         return mlff.build_potential(model, seed=config.seed, dtype=config.dtype)
     return mlff.load_potential(str(config.potential), dtype=config.dtype)
-
-
-class SignalFlag:
-    """Context manager: SIGTERM and SIGUSR1 set ``received`` (the signal's name) instead of killing."""
-
-    SIGNALS = ("SIGTERM", "SIGUSR1")
-
-    def __init__(self):
-        self.received: str | None = None
-        self._previous = {}
-
-    def _handle(self, signum, frame):  # noqa: ARG002
-        self.received = signal.Signals(signum).name
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                if hasattr(signal, name):
-                    self._previous[name] = signal.signal(getattr(signal, name), self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for name, handler in self._previous.items():
-            signal.signal(getattr(signal, name), handler)
-        return False
 
 
 def _observables(engine) -> dict[str, torch.Tensor]:

@@ -5,8 +5,6 @@ over processes, and checkpoints from which a run resumes exactly (every epoch, a
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -15,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mlff.signals import SignalFlag
 from mlff.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mlff.train.ddp import Dist
 from mlff.train.metrics import predict
@@ -66,10 +65,11 @@ class Trainer:
                       "best_loss": None, "since_best": 0, "train_sum": 0.0, "train_batches": 0, "done": False,
                       "early_stopped": False}
         self.stop_requested = False
+        self._signal = SignalFlag()  # SIGTERM / SIGUSR1 during run()
 
     # ---- state -------------------------------------------------------------------------------
     def request_stop(self, *_) -> None:
-        """Write a checkpoint after the current step and return (the SIGTERM/SIGUSR1 handler)."""
+        """Write a checkpoint after the current step and return (as SIGTERM/SIGUSR1 do during ``run``)."""
         self.stop_requested = True
 
     def _payload(self) -> dict:
@@ -234,7 +234,7 @@ class Trainer:
         """Train to the end ("done"), or until a stop request ("stopped": a checkpoint was written)."""
         if not self.log and self.state["global_step"] == 0:
             self.log.append({"epoch": 0, "stage": 1, "lr": self.opt.param_groups[0]["lr"], **self.validate()})
-        with self._signals():
+        with self._signal:
             while not self.state["done"]:
                 if self.state["epoch"] >= self.config.max_epochs or self.state["early_stopped"]:
                     self._finish()
@@ -254,7 +254,7 @@ class Trainer:
                               train_batches=self.state["train_batches"] + 1)
             if self.on_step is not None:
                 self.on_step(self)
-            if self.dist.any(self.stop_requested):
+            if self.dist.any(self.stop_requested or self._signal.received is not None):
                 self.save()
                 return "stopped"
         self._end_epoch(time.perf_counter() - t0)
@@ -271,15 +271,3 @@ class Trainer:
                 for n, p in self.named:
                     p.copy_(final[n])
         self.state["done"] = True
-
-    @contextmanager
-    def _signals(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {s: signal.signal(s, self.request_stop) for s in (signal.SIGTERM, signal.SIGUSR1)}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
