@@ -15,39 +15,15 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.constraints import FixAtoms
 
 from mlff.data.cluster import reaction_coordinate
+from mlff.data.labelers.xtb import SOLVENT_EPS, xtb_calculator
 from mlff.errors import MLFFError
 
 __all__ = ["XiRestraint", "farthest_point_selection", "normal_mode_samples", "scan_xi", "xi_gradient",
            "xtb_calculator", "xtb_md"]
 
-SOLVENT_EPS = 4.0  # dielectric constant of the implicit solvent (protein-like; the DFT labels use C-PCM eps=4)
 FRICTION_PER_FS = 0.01  # Langevin friction
 HBAR_EV_CM = 1.239841984e-4  # h c in eV cm: 1 cm^-1 = 1.2398e-4 eV
 MIN_MODE_CM1 = 50.0  # softer (and imaginary) modes are not displaced
-
-
-def xtb_calculator(atoms: Atoms, *, solvent_eps: float | None = SOLVENT_EPS):
-    """A quiet tblite GFN2-xTB ASE calculator for ``atoms.info`` charge and multiplicity (uhf = multiplicity - 1).
-
-    ``solvent_eps``: implicit solvent (tblite's ALPB-type generalized Born with the P16 kernel, polar part
-    only) of that dielectric constant; None for the gas phase.
-    """
-    try:
-        from tblite.ase import TBLite
-    except ImportError as error:
-        raise MLFFError("GFN2-xTB sampling needs tblite: pip install 'mlff[data]'") from error
-    charge, multiplicity = _charge_multiplicity(atoms)
-    solvation = None if solvent_eps is None else ("gbe", float(solvent_eps), "p16")
-    return TBLite(method="GFN2-xTB", charge=charge, multiplicity=multiplicity, verbosity=0, solvation=solvation)
-
-
-def _charge_multiplicity(atoms: Atoms) -> tuple:
-    charge, multiplicity = int(atoms.info.get("charge", 0)), int(atoms.info.get("multiplicity", 1))
-    electrons = int(atoms.numbers.sum()) - charge
-    if multiplicity < 1 or (electrons + multiplicity - 1) % 2:
-        raise MLFFError(f"charge {charge} and multiplicity {multiplicity} impossible for "
-                        f"{atoms.get_chemical_formula()} ({electrons} electrons)")
-    return charge, multiplicity
 
 
 def xi_gradient(positions, xi_atoms) -> tuple:
@@ -128,11 +104,13 @@ def _langevin(atoms: Atoms, temperature_K: float, timestep_fs: float, seed: int)
 
 
 def xtb_md(atoms: Atoms, *, temperature_K: float, steps: int, timestep_fs: float = 0.5, every: int = 10,
-           seed: int = 0, restraint: XiRestraint | None = None, _label: str = "") -> list:
+           seed: int = 0, restraint: XiRestraint | None = None, labels: bool = False, _label: str = "") -> list:
     """GFN2-xTB Langevin MD (friction 0.01/fs, fixed atoms at rest); a frame every ``every`` steps.
 
     Velocities start from a Maxwell-Boltzmann draw (``seed``) unless ``atoms`` carries momenta.
     ``restraint``: an optional XiRestraint added to the xTB forces.
+    ``labels``: each frame keeps the xTB energy and forces (the restraint left out) that the MD computed at
+    that very geometry, with the labeller's provenance (``XTBLabeler().level()``): labels at no extra cost.
     """
     if steps < 0 or every < 1 or temperature_K <= 0 or timestep_fs <= 0:
         raise MLFFError(f"xtb_md needs steps >= 0, every >= 1, temperature_K > 0 and timestep_fs > 0, got "
@@ -146,9 +124,36 @@ def xtb_md(atoms: Atoms, *, temperature_K: float, steps: int, timestep_fs: float
             dynamics.run(every)
         except Exception as error:  # tblite SCF failures and the like: name where it happened
             raise MLFFError(f"GFN2-xTB MD at {temperature_K} K failed near step {step}: {error}") from error
-        frames.append(_frame(system, f"GFN2-xTB Langevin MD {temperature_K:g} K, dt {timestep_fs:g} fs, "
-                                     f"step {step}, seed {seed}{bias}"))
+        frame = _frame(system, f"GFN2-xTB Langevin MD {temperature_K:g} K, dt {timestep_fs:g} fs, "
+                               f"step {step}, seed {seed}{bias}")
+        frames.append(_labelled(frame, _xtb_part(system.calc)) if labels else frame)
     return frames
+
+
+def _xtb_part(calc):
+    """The tblite calculator inside ``calc`` (itself, or the first term of a SumCalculator)."""
+    mixer = getattr(calc, "mixer", None)
+    return calc if mixer is None else mixer.calcs[0]
+
+
+def _labelled(frame: Atoms, xtb) -> Atoms:
+    """``frame`` with the xTB results of its own geometry and the labeller's provenance."""
+    import datetime
+    import platform
+
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from mlff.data.labelers.xtb import xtb_level
+
+    energy, forces = xtb.results.get("energy"), xtb.results.get("forces")
+    if energy is None or forces is None or not np.allclose(xtb.atoms.positions, frame.positions, atol=0, rtol=0):
+        raise MLFFError("xtb_md(labels=True): the xTB results do not belong to the frame's geometry")
+    frame.info["provenance"] = {**xtb_level(), "scf_converged": True, "labelled_by": "the sampling MD step itself",
+                                "geometry_source": frame.info["source"], "host": platform.node(),
+                                "labelled_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                                    timespec="seconds")}
+    frame.calc = SinglePointCalculator(frame, energy=float(energy), forces=np.array(forces, dtype=np.float64))
+    return frame
 
 
 def _restrained_relax(atoms: Atoms, restraint: XiRestraint, steps: int, fmax_eV_per_A: float) -> Atoms:

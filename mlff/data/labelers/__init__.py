@@ -1,4 +1,4 @@
-"""DFT labelling backends behind one interface: PySCF (CPU), GPU4PySCF (GPU) and any ASE calculator."""
+"""Labelling backends behind one interface: PySCF (CPU), GPU4PySCF (GPU), GFN2-xTB (tblite) and any ASE calculator."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import inspect
 from mlff.data.labelers.ase_calc import ASELabeler
 from mlff.data.labelers.base import LabelResult, Labeler, charge_and_multiplicity
 from mlff.data.labelers.pyscf import PySCFLabeler
+from mlff.data.labelers.xtb import XTBLabeler
 from mlff.errors import MLFFError
 
-__all__ = ["ASELabeler", "LabelResult", "Labeler", "PySCFLabeler", "charge_and_multiplicity", "make_labeler"]
+__all__ = ["ASELabeler", "LabelResult", "Labeler", "PySCFLabeler", "XTBLabeler", "charge_and_multiplicity", "make_labeler"]
 
-_BACKENDS = ("pyscf", "gpu4pyscf", "ase")
+_BACKENDS = ("pyscf", "gpu4pyscf", "xtb", "ase")
 
 
 def _reject_unknown(spec: dict, allowed, backend: str) -> None:
@@ -25,6 +26,7 @@ def make_labeler(spec: dict) -> Labeler:
     """A labeller from a plain dict, e.g. ``{"backend": "pyscf", "functional": "b3lyp", "basis": "def2-svp"}``.
 
     "pyscf" (CPU) and "gpu4pyscf" (GPU) take ``PySCFLabeler``'s keyword arguments (but not ``device``);
+    "xtb" takes ``solvent_eps`` (None: gas phase) and ``forces``;
     "ase" takes only ``{"calculator": "emt"}`` (build other ASE calculators in Python with ``ASELabeler``).
     """
     if not isinstance(spec, dict):
@@ -33,6 +35,9 @@ def make_labeler(spec: dict) -> Labeler:
     backend = options.pop("backend", None)
     if backend not in _BACKENDS:
         raise MLFFError(f"labeller backend must be one of {', '.join(_BACKENDS)}, got {backend!r}")
+    if backend == "xtb":
+        _reject_unknown(options, {"solvent_eps", "forces"}, backend)
+        return XTBLabeler(**options)
     if backend == "ase":
         _reject_unknown(options, {"calculator"}, backend)
         if str(options.get("calculator", "")).lower() != "emt":
