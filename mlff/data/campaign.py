@@ -130,9 +130,11 @@ def plan(recipe: CampaignRecipe, pool_infos: list) -> list[Segment]:
                             temperature_K=float(recipe.window_temperatures_K[r % len(recipe.window_temperatures_K)]))
                        for r in range(n)])
     specs = [dict(kind="holdout", stratum="holdout", split="holdout")]
-    specs += [dict(kind="modes", stratum=f"modes:{s}", state=s, split="record",
-                   temperature_K=recipe.normal_mode_temperature_K) for s in ("reactant", "product")]
-    specs += [dict(kind="rattle", stratum="rattle", split="record")]
+    if recipe.normal_modes:
+        specs += [dict(kind="modes", stratum=f"modes:{s}", state=s, split="record",
+                       temperature_K=recipe.normal_mode_temperature_K) for s in ("reactant", "product")]
+    if recipe.rattled:
+        specs += [dict(kind="rattle", stratum="rattle", split="record")]
     for row in range(max(len(q) for q in queues)):
         specs += [q[row] for q in queues if row < len(q)]
     segments = []

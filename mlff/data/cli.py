@@ -54,6 +54,8 @@ def _label(args) -> None:
 
     spec = {"backend": args.backend, "basis": args.basis, "functional": args.functional,
             "solvent_eps": None if args.gas else args.eps, "forces": not args.energy_only}
+    if args.backend == "xtb":  # GFN2-xTB has no functional or basis
+        spec = {"backend": "xtb", "solvent_eps": spec["solvent_eps"], "forces": spec["forces"]}
     structures = _read_any(args.pool, args, require=())
     if args.limit is not None:
         structures = structures[:args.limit]
@@ -141,10 +143,11 @@ def add_data_commands(commands) -> None:
     p = sub.add_parser("label", help="DFT labels for a pool, resumable (run again to go on)")
     p.add_argument("pool", help=".h5 pool or any structure file")
     p.add_argument("out", help="output .h5 dataset (created or extended)")
-    p.add_argument("--backend", choices=["pyscf", "gpu4pyscf"], default="pyscf")
+    p.add_argument("--backend", choices=["pyscf", "gpu4pyscf", "xtb"], default="pyscf",
+                   help="pyscf (DFT, CPU), gpu4pyscf (DFT, GPU) or xtb (GFN2-xTB, tblite; same continuum eps)")
     p.add_argument("--functional", default="b3lyp")
     p.add_argument("--basis", default="def2-svp")
-    p.add_argument("--eps", type=float, default=4.0, help="C-PCM dielectric constant (default 4)")
+    p.add_argument("--eps", type=float, default=4.0, help="continuum dielectric constant (default 4)")
     p.add_argument("--gas", action="store_true", help="gas phase instead of the continuum")
     p.add_argument("--energy-only", action="store_true", help="single points (e.g. def2-TZVP basis checks)")
     p.add_argument("--limit", type=int, help="only the first N structures of the pool")
