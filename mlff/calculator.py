@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
+from mlff.config import check_device
 from mlff.errors import MLFFError
 from mlff.models import Potential, batch_atoms, load_potential
 from mlff.neighbors import VerletNeighborList
@@ -17,10 +18,16 @@ __all__ = ["MLFFCalculator", "torch_device"]
 
 def torch_device(device: str) -> torch.device:
     """"auto" (CUDA when torch sees it, else the CPU), "cpu", "cuda", "cuda:1", ...; a clear error without CUDA."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise MLFFError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise MLFFError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s) "
+                        f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return torch.device(device)
 
 
