@@ -10,6 +10,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 from mlff.config import check_device
 from mlff.errors import MLFFError
+from mlff.geometry import check_geometry
 from mlff.models import Potential, batch_atoms, load_potential
 from mlff.neighbors import VerletNeighborList
 
@@ -64,6 +65,7 @@ class MLFFCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
+        check_geometry(self.atoms, "MLFFCalculator")  # refuse, rather than return NaN for a broken structure
         want_stress = "stress" in properties
         if want_stress and not self.atoms.pbc.all():
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
@@ -71,6 +73,8 @@ class MLFFCalculator(Calculator):
                             neighbors=self.neighbors)
         out = self.potential.evaluate(graph, forces=True, stress=want_stress)
         energy = float(out["energy"][0])
+        if not np.isfinite(energy):
+            raise MLFFError(f"MLFFCalculator: the potential returned energy {energy} for this structure")
         self.results = {"energy": energy, "free_energy": energy, "forces": out["forces"].cpu().numpy()}
         if "stress" in out:
             from ase.stress import full_3x3_to_voigt_6_stress
