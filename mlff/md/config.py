@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mlff.config import checked, device_setting, from_dict, load_yaml
 from mlff.errors import MLFFError
+from mlff.geometry import check_geometry
 
 __all__ = ["MDConfig", "load_md_config", "read_structure", "REPO"]
 
@@ -90,4 +91,5 @@ def read_structure(spec: str):
         atoms = read(path)
     except Exception as err:  # noqa: BLE001 - any unreadable structure is one user error
         raise MLFFError(f"structure {path}: ASE cannot read it ({type(err).__name__}: {err})") from err
+    check_geometry(atoms, f"structure {spec}")  # before a potential is loaded (the engines check again)
     return atoms
