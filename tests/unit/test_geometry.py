@@ -91,16 +91,18 @@ def test_sound_structures_pass(cluster, periodic_box, small_potential):
     assert np.isfinite(cluster.get_potential_energy())
 
 
-@pytest.mark.parametrize("cell", ["open", "orthorhombic", "triclinic"])
+@pytest.mark.parametrize("cell", ["open", "orthorhombic", "triclinic", "slab"])
 def test_the_closest_pair_is_the_minimum_image_distance(cell):
     """Random gas of 20 atoms, some pairs closer than 0.5 Å: the reported pair and distance are ASE's
-    minimum-image closest pair (k-d tree for open and orthorhombic cells, neighbour list for triclinic)."""
-    rng = np.random.default_rng({"open": 0, "orthorhombic": 1, "triclinic": 2}[cell])
+    minimum-image closest pair, across faces, edges and corners of the cell."""
+    rng = np.random.default_rng({"open": 0, "orthorhombic": 1, "triclinic": 2, "slab": 3}[cell])
     box = {"open": np.diag([6.0, 6.0, 6.0]), "orthorhombic": np.diag([5.0, 6.0, 7.0]),
-           "triclinic": np.array([[6.0, 0, 0], [1.5, 5.5, 0], [-1.0, 0.8, 6.2]])}[cell]
+           "triclinic": np.array([[6.0, 0, 0], [1.5, 5.5, 0], [-1.0, 0.8, 6.2]]),
+           "slab": np.array([[6.0, 0, 0], [2.0, 5.5, 0], [0, 0, 6.0]])}[cell]
+    pbc = {"open": False, "slab": [True, True, False]}.get(cell, True)
     found = 0
     for trial in range(16):
-        atoms = Atoms("H" * 20, scaled_positions=rng.random((20, 3)), cell=box, pbc=cell != "open")
+        atoms = Atoms("H" * 20, scaled_positions=rng.random((20, 3)), cell=box, pbc=pbc)
         if cell != "open":
             atoms.positions += rng.normal(0, 4.0, 3)  # positions outside the cell are fine
         d = atoms.get_all_distances(mic=cell != "open")
@@ -113,6 +115,16 @@ def test_the_closest_pair_is_the_minimum_image_distance(cell):
         else:
             assert problem is None
     assert 0 < found < 16  # both outcomes exercised
+
+
+def test_a_corner_image_is_found():
+    """Two atoms near opposite corners of a skewed cell: they touch only through the (+1, +1, +1) image."""
+    cell = np.array([[5.0, 0, 0], [1.0, 5.0, 0], [0.5, 0.5, 5.0]])
+    atoms = Atoms("H2", scaled_positions=[[0.01, 0.01, 0.01], [0.98, 0.99, 0.985]], cell=cell, pbc=True)
+    expected = atoms.get_distance(0, 1, mic=True)
+    assert expected < 0.5 < atoms.get_distance(0, 1)
+    assert geometry_problem(atoms.positions, cell, True) == (f"atoms 0 and 1 overlap ({expected:.3f} Å apart, "
+                                                            f"minimum 0.5 Å)")
 
 
 def test_the_calculator_checks_every_call(small_potential):
