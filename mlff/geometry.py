@@ -60,8 +60,8 @@ def _cell_problem(cell: np.ndarray, pbc: np.ndarray) -> str | None:
 
 
 def _overlap_problem(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, min_distance_A: float) -> str | None:
-    """The closest pair below ``min_distance_A``: a k-d tree for open structures and orthorhombic boxes (fast
-    enough to run before every force call), mlff's neighbour list for any other periodic cell."""
+    """The closest pair below ``min_distance_A``: a k-d tree (fast enough to run before every force call),
+    mlff's neighbour list for cells thinner than twice that distance."""
     pair = _closest_pair_kdtree(positions, cell, pbc, min_distance_A)
     if pair is None:
         pair = _closest_pair_neighbor_list(positions, cell, pbc, min_distance_A)
