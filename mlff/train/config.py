@@ -113,6 +113,13 @@ def _check(c: TrainConfig, where: str) -> None:
         raise MLFFError(f"{where}: data.split needs 'train' and 'valid' fractions, got {c.data.split}")
     if not c.model and c.init_from is None:
         raise MLFFError(f"{where}: give 'model' (MACE hyperparameters) or 'init_from' (a model to fine-tune)")
+    if c.model and c.init_from is None:
+        from mlff.models.config import model_config
+
+        try:  # the model section's keys and values, before any data is read
+            model_config(c.model)
+        except MLFFError as err:
+            raise MLFFError(f"{where}: {err}") from None
 
 
 def load_train_config(path, *, out: str | None = None) -> TrainConfig:
