@@ -135,28 +135,8 @@ def _coerce(value, tp, key: str, meta: Mapping, where: str):
                 if not bad.mismatch:
                     raise
         raise _Bad(key, value, f"is not {_describe(tp)}", mismatch=True)
-    if tp is bool:
-        if isinstance(value, bool) or type(value).__name__ == "bool_":
-            return bool(value)
-        raise _Bad(key, value, f"is not {_describe(tp)}", mismatch=True)
-    if tp is int:
-        number = _number(value, key, tp)
-        if isinstance(number, float):
-            if not (math.isfinite(number) and number.is_integer()):
-                raise _Bad(key, value, "is not an int", mismatch=True)
-            number = int(number)
-        return number
-    if tp is float:
-        number = float(_number(value, key, tp))
-        if not math.isfinite(number) and not meta.get("nonfinite"):
-            raise _Bad(key, value, "is not a finite number")
-        return number
-    if tp is str:
-        if isinstance(value, os.PathLike):
-            return os.fspath(value)
-        if isinstance(value, str):
-            return value
-        raise _Bad(key, value, f"is not {_describe(tp)}", mismatch=True)
+    if tp in (bool, int, float, str):
+        return _scalar(value, tp, key, meta)
     if (origin or tp) is list:
         if not isinstance(value, (list, tuple)):
             raise _Bad(key, value, f"is not {_describe(tp)}", mismatch=True)
@@ -176,6 +156,28 @@ def _coerce(value, tp, key: str, meta: Mapping, where: str):
     if isinstance(tp, type) and not isinstance(value, tp):
         raise _Bad(key, value, f"is not {_describe(tp)}", mismatch=True)
     return value
+
+
+def _scalar(value, tp, key: str, meta: Mapping):
+    """``value`` as a bool, int, float or str, or ``_Bad``."""
+    if tp is bool:
+        if isinstance(value, bool) or type(value).__name__ == "bool_":
+            return bool(value)
+        raise _Bad(key, value, f"is not {_describe(tp)}", mismatch=True)
+    if tp is str:
+        if isinstance(value, (str, os.PathLike)):
+            return os.fspath(value)
+        raise _Bad(key, value, f"is not {_describe(tp)}", mismatch=True)
+    number = _number(value, key, tp)
+    if tp is float:
+        number = float(number)
+        if not math.isfinite(number) and not meta.get("nonfinite"):
+            raise _Bad(key, value, "is not a finite number")
+    elif isinstance(number, float):
+        if not (math.isfinite(number) and number.is_integer()):
+            raise _Bad(key, value, "is not an int", mismatch=True)
+        number = int(number)
+    return number
 
 
 def _check_range(value, meta: Mapping, key: str) -> None:
