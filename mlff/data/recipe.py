@@ -21,7 +21,8 @@ __all__ = ["SamplingRecipe", "load_recipe", "sample_pool", "region_of"]
 
 @dataclass
 class SamplingRecipe:
-    size: str = checked("small", choices=("small", "medium", "large"))  # cluster size: small (~40 atoms), medium (~60), large
+    # cluster size: small (~40 atoms), medium (~60), large
+    size: str = checked("small", choices=("small", "medium", "large"))
     seed: int = checked(0, ge=0)
     md_temperatures_K: list[float] = checked(default_factory=lambda: [300.0, 450.0, 600.0], gt=0)
     md_steps: int = checked(2000, ge=0)  # per temperature and state

@@ -20,8 +20,10 @@ INTEGRATORS = {"gpu": ("nve", "langevin", "nhc"), "ase": ("nve", "langevin", "nh
 @dataclass
 class MDConfig:
     structure: str  # a file ASE reads, or "fdh-cluster:SIZE:STATE" for data/fdh-cluster/cluster_SIZE_STATE.xyz
-    potential: str | dict | None = None  # a potential directory / shipped name, or a dict: an UNTRAINED model config (speed only)
-    engine: str = checked("gpu", choices=ENGINES)  # "gpu": the batched engine (also runs on the CPU); "ase": ASE's integrators + MLFFCalculator
+    # a potential directory / shipped name, or a dict: an UNTRAINED model config (speed only)
+    potential: str | dict | None = None
+    # "gpu": the batched engine (also runs on the CPU); "ase": ASE's integrators + MLFFCalculator
+    engine: str = checked("gpu", choices=ENGINES)
     integrator: str = "langevin"  # nve | langevin | nhc | npt (npt: ase engine, 3D-periodic cells)
     timestep_fs: float = checked(0.5, gt=0)
     temperature_K: float = checked(300.0, ge=0)  # thermostat target and initial Maxwell-Boltzmann velocities
@@ -38,13 +40,16 @@ class MDConfig:
     dtype: str = checked("float32", choices=("float32", "float64"))
     cueq: bool = False  # cuEquivariance kernels (CUDA)
     skin_A: float = checked(0.5, ge=0)  # Verlet skin of the neighbour list
-    neighbors: str = checked("verlet", choices=("verlet", "all_pairs"))  # all_pairs: clusters: fixed shapes, no host sync; needed for cuda_graph
+    # all_pairs: clusters: fixed shapes, no host sync; needed for cuda_graph
+    neighbors: str = checked("verlet", choices=("verlet", "all_pairs"))
     cuda_graph: bool = False  # gpu engine on CUDA: capture the whole step in a CUDA graph (needs all_pairs)
     trajectory_every: int = checked(10, ge=0)  # steps between trajectory frames (0: no trajectory)
     checkpoint_every: int = checked(1000, ge=0)  # steps between checkpoints (0: only at the end and on signals)
-    monitor_every: int = checked(10, ge=1)  # steps between monitor checks (each check reads a few numbers back from the GPU)
+    # steps between monitor checks (each check reads a few numbers back from the GPU)
+    monitor_every: int = checked(10, ge=1)
     max_force_eV_per_A: float | None = checked(50.0, gt=0)  # stop when any force exceeds this
-    max_force_std_eV_per_A: float | None = checked(None, gt=0)  # stop when the committee force spread of an atom exceeds this
+    # stop when the committee force spread of an atom exceeds this
+    max_force_std_eV_per_A: float | None = checked(None, gt=0)
     max_energy_std_eV: float | None = checked(None, gt=0)  # stop when a system's committee energy spread exceeds this
     max_temperature_K: float | None = checked(None, gt=0)  # stop when a system's kinetic temperature exceeds this
     out: str = "out/md"  # output directory: trajectory.h5, log.csv, checkpoint.pt, run.json

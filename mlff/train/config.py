@@ -41,9 +41,11 @@ class OptimConfig:
     name: str = checked("amsgrad", choices=("amsgrad", "adamw"))  # "amsgrad" (Adam with AMSGrad) or "adamw"
     lr: float = checked(0.01, gt=0)
     weight_decay: float = checked(5e-7, ge=0)
-    scheduler: str = checked("plateau", choices=("plateau", "cosine", "none"))  # "plateau" (ReduceLROnPlateau on validation loss), "cosine" or "none"
+    # "plateau" (ReduceLROnPlateau on validation loss), "cosine" or "none"
+    scheduler: str = checked("plateau", choices=("plateau", "cosine", "none"))
     plateau_factor: float = checked(0.8, gt=0, lt=1)
-    plateau_patience: int = checked(5, ge=0)  # epochs without improvement before the LR is multiplied by plateau_factor (mace: 5)
+    # epochs without improvement before the LR is multiplied by plateau_factor (mace: 5)
+    plateau_patience: int = checked(5, ge=0)
     min_lr: float = checked(0.0, ge=0)
     clip_grad_norm: float | None = checked(10.0, gt=0)
     ema_decay: float | None = checked(0.99, ge=0, lt=1)  # None: no exponential moving average of the weights
@@ -79,11 +81,14 @@ class TrainConfig:
     deterministic: bool = False  # deterministic CUDA kernels (slower): needed for bitwise-exact resume on a GPU
     committee: int = checked(1, ge=1)  # members, seeds seed, seed+1, ...; each on a bootstrap resample when bootstrap
     bootstrap: bool = True  # resample the training set with replacement for each member (committee > 1)
-    e0s: str | dict[str, float] | None = None  # "fit" (least squares on the training set), {symbol: eV}, "model" (keep the model's), or the
+    # "fit" (least squares on the training set), {symbol: eV}, "model" (keep the model's), or the
     # path of an mlff dataset of isolated atoms (one atom per record, e.g. data/fdh-cluster/isolated_atoms.h5);
     # None: "fit" for a new model, "model" when fine-tuning
-    scaling: str = checked("rms_forces", choices=("rms_forces", "none"))  # "rms_forces" (shift = mean per-atom interaction energy, scale = force RMS) or "none"
-    init_from: str | None = None  # fine-tune: a mace-torch .model file (a pickle: trusted files only) or a potential dir
+    e0s: str | dict[str, float] | None = None
+    # "rms_forces" (shift = mean per-atom interaction energy, scale = force RMS) or "none"
+    scaling: str = checked("rms_forces", choices=("rms_forces", "none"))
+    # fine-tune: a mace-torch .model file (a pickle: trusted files only) or a potential dir
+    init_from: str | None = None
     plots: bool = True
     progress: bool = True
 
