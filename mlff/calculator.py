@@ -8,7 +8,9 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
+from mlff.config import check_device
 from mlff.errors import MLFFError
+from mlff.geometry import check_geometry
 from mlff.models import Potential, batch_atoms, load_potential
 from mlff.neighbors import VerletNeighborList
 
@@ -17,10 +19,16 @@ __all__ = ["MLFFCalculator", "torch_device"]
 
 def torch_device(device: str) -> torch.device:
     """"auto" (CUDA when torch sees it, else the CPU), "cpu", "cuda", "cuda:1", ...; a clear error without CUDA."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise MLFFError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise MLFFError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s) "
+                        f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return torch.device(device)
 
 
@@ -57,6 +65,7 @@ class MLFFCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
+        check_geometry(self.atoms, "MLFFCalculator")  # refuse, rather than return NaN for a broken structure
         want_stress = "stress" in properties
         if want_stress and not self.atoms.pbc.all():
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
@@ -64,6 +73,8 @@ class MLFFCalculator(Calculator):
                             neighbors=self.neighbors)
         out = self.potential.evaluate(graph, forces=True, stress=want_stress)
         energy = float(out["energy"][0])
+        if not np.isfinite(energy):
+            raise MLFFError(f"MLFFCalculator: the potential returned energy {energy} for this structure")
         self.results = {"energy": energy, "free_energy": energy, "forces": out["forces"].cpu().numpy()}
         if "stress" in out:
             from ase.stress import full_3x3_to_voigt_6_stress

@@ -108,15 +108,26 @@ def _import(args) -> None:
 def _export(args) -> None:
     from mlff.data import Dataset, write_db, write_extxyz
 
+    split = None if args.split is None else _parse_split(args.split)  # before reading: a typo costs nothing
     records = Dataset(args.path).read()
-    if args.split:
-        name, _, seed = args.split.partition(":")
-        records = [records[i] for i in Dataset(args.path).split(seed=int(seed or 0))[name]]
+    if split is not None:
+        records = [records[i] for i in Dataset(args.path).split(seed=split[1])[split[0]]]
     if Path(args.out).suffix == ".db":
         write_db(args.out, records)
     else:
         write_extxyz(args.out, records, keys=_keys(args))
     print(f"wrote {len(records)} records to {args.out}")
+
+
+def _parse_split(text: str) -> tuple[str, int]:
+    """``--split NAME[:SEED]`` as (name, seed): train, valid or test, seed a non-negative integer."""
+    from mlff.errors import MLFFError
+
+    name, colon, seed = text.partition(":")
+    if name not in ("train", "valid", "test") or (colon and not seed.isdigit()):
+        raise MLFFError(f"--split {text!r}: expected train, valid or test, optionally followed by :SEED "
+                        f"(a non-negative integer, default 0), e.g. --split valid:1")
+    return name, int(seed or 0)
 
 
 def _key_options(parser: argparse.ArgumentParser) -> None:

@@ -31,21 +31,51 @@ class KeyMap:
     multiplicity: str = "multiplicity"
 
 
-def _from_keys(atoms: Atoms, keys: KeyMap) -> Atoms:
-    """A record from ``atoms``: labels under ``keys`` first, else the attached calculator's results."""
+def _from_keys(atoms: Atoms, keys: KeyMap, where: str = "record") -> Atoms:
+    """A record from ``atoms``: labels under ``keys`` first, else the attached calculator's results.
+    A label or charge/multiplicity that is not a number is one error naming ``where`` and the key."""
     found = labels(atoms)
     info = {k: _maybe_json(v) for k, v in atoms.info.items() if k not in (keys.energy, keys.stress)}
     if keys.energy in atoms.info:
-        found["energy"] = float(atoms.info[keys.energy])
+        found["energy"] = _number(atoms.info[keys.energy], keys.energy, where)
     if keys.stress in atoms.info:
-        found["stress"] = np.asarray(atoms.info[keys.stress], dtype=np.float64)
+        found["stress"] = _numbers(atoms.info[keys.stress], keys.stress, where)
     if keys.forces in atoms.arrays:
-        found["forces"] = np.asarray(atoms.arrays[keys.forces], dtype=np.float64)
+        found["forces"] = _numbers(atoms.arrays[keys.forces], keys.forces, where)
     bare = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc,
                  constraint=atoms.constraints)
-    info["charge"] = int(round(float(info.pop(keys.charge, 0))))
-    info["multiplicity"] = int(round(float(info.pop(keys.multiplicity, 1))))
+    info["charge"] = _integer(info.pop(keys.charge, 0), keys.charge, where)
+    info["multiplicity"] = _integer(info.pop(keys.multiplicity, 1), keys.multiplicity, where)
+    if info["multiplicity"] < 1:
+        raise MLFFError(f"{where}: {keys.multiplicity} = {info['multiplicity']} must be at least 1 (2S+1)")
     return make_record(bare, **found, **info)
+
+
+def _number(value, key: str, where: str) -> float:
+    if not isinstance(value, (bool, np.bool_)):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise MLFFError(f"{where}: {key} = {_shown(value)} is not a number")
+
+
+def _integer(value, key: str, where: str) -> int:
+    number = _number(value, key, where)
+    if not (np.isfinite(number) and number.is_integer()):
+        raise MLFFError(f"{where}: {key} = {_shown(value)} is not a whole number")
+    return int(number)
+
+
+def _numbers(value, key: str, where: str) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise MLFFError(f"{where}: {key} holds something that is not an array of numbers ({_shown(value)})") from None
+
+
+def _shown(value) -> str:
+    return repr(value.item() if isinstance(value, np.generic) else value)[:60]
 
 
 def _maybe_json(value):
@@ -84,7 +114,7 @@ def read_structures(path: str | Path, *, keys: KeyMap | None = None, index: str 
         raise
     except Exception as err:  # noqa: BLE001 - ASE raises many kinds on unreadable input
         raise MLFFError(f"{path}: cannot read ({type(err).__name__}: {err})") from None
-    records = [_from_keys(a, keys) for a in raw]
+    records = [_from_keys(a, keys, f"{path} record {k}") for k, a in enumerate(raw)]
     for k, record in enumerate(records):
         validate(record, f"{path} record {k}", require=require, elements=elements)
     return records

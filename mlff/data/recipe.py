@@ -9,11 +9,11 @@ training, to check a potential's energy profile along xi against DFT.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from mlff.config import from_dict, load_yaml
+from mlff.config import checked, from_dict, load_yaml
 from mlff.errors import MLFFError
 
 __all__ = ["SamplingRecipe", "load_recipe", "sample_pool", "region_of"]
@@ -21,32 +21,34 @@ __all__ = ["SamplingRecipe", "load_recipe", "sample_pool", "region_of"]
 
 @dataclass
 class SamplingRecipe:
-    size: str = "small"  # cluster size: small (~40 atoms), medium (~60), large
-    seed: int = 0
-    md_temperatures_K: list = field(default_factory=lambda: [300.0, 450.0, 600.0])
-    md_steps: int = 2000  # per temperature and state
-    md_every: int = 10  # keep a frame every N steps
+    # cluster size: small (~40 atoms), medium (~60), large
+    size: str = checked("small", choices=("small", "medium", "large"))
+    seed: int = checked(0, ge=0)
+    md_temperatures_K: list[float] = checked(default_factory=lambda: [300.0, 450.0, 600.0], gt=0)
+    md_steps: int = checked(2000, ge=0)  # per temperature and state
+    md_every: int = checked(10, ge=1)  # keep a frame every N steps
     scan_from_A: float = -1.4
     scan_to_A: float = 1.4
-    scan_windows: int = 29
-    scan_k_eV_per_A2: float = 20.0
-    scan_md_steps: int = 400  # restrained MD per window
-    scan_temperature_K: float = 300.0
-    normal_modes: int = 100  # displaced geometries per state
-    normal_mode_temperature_K: float = 300.0
-    select: int = 1500  # geometries kept by farthest-point selection
-    ts_region_A: float = 0.3
-    ts_min: int = 150  # at least this many kept with |xi| < ts_region_A
-    holdout_scan_points: int = 15  # relaxed restrained scan kept out of training (0: none)
+    scan_windows: int = checked(29, ge=1)
+    scan_k_eV_per_A2: float = checked(20.0, ge=0)
+    scan_md_steps: int = checked(400, ge=0)  # restrained MD per window
+    scan_temperature_K: float = checked(300.0, gt=0)
+    normal_modes: int = checked(100, ge=0)  # displaced geometries per state
+    normal_mode_temperature_K: float = checked(300.0, gt=0)
+    select: int = checked(1500, ge=1)  # geometries kept by farthest-point selection
+    ts_region_A: float = checked(0.3, gt=0)
+    ts_min: int = checked(150, ge=0)  # at least this many kept with |xi| < ts_region_A
+    holdout_scan_points: int = checked(15, ge=0)  # relaxed restrained scan kept out of training (0: none)
+
+    def __post_init__(self):
+        if self.select < self.ts_min:
+            raise MLFFError(f"select ({self.select}) must be at least ts_min ({self.ts_min})")
 
 
 def load_recipe(source) -> SamplingRecipe:
     """A recipe from a YAML path or a dict (unknown keys refused by name)."""
     data = load_yaml(source) if not isinstance(source, dict) else source
-    recipe = from_dict(SamplingRecipe, data, "sampling recipe" if isinstance(source, dict) else str(source))
-    if recipe.select < recipe.ts_min:
-        raise MLFFError(f"select ({recipe.select}) must be at least ts_min ({recipe.ts_min})")
-    return recipe
+    return from_dict(SamplingRecipe, data, "sampling recipe" if isinstance(source, dict) else str(source))
 
 
 def region_of(xi_A: float, ts_region_A: float = 0.3) -> str:

@@ -19,10 +19,9 @@ from ase.constraints import FixAtoms
 from ase.data import chemical_symbols
 
 from mlff.errors import MLFFError
+from mlff.geometry import MIN_DISTANCE_A, geometry_problem
 
 __all__ = ["labels", "make_record", "geometry_hash", "content_hash", "validate", "json_info"]
-
-MIN_DISTANCE_A = 0.5  # closer atoms are an overlap, not a configuration
 
 
 def labels(atoms: Atoms) -> dict:
@@ -105,12 +104,9 @@ def validate(atoms: Atoms, where: str, *, require=("energy", "forces"), elements
         raise MLFFError(f"{where}: {what}")
 
     n = len(atoms)
-    if n == 0:
-        fail("no atoms")
-    if not np.isfinite(atoms.positions).all():
-        fail("positions contain NaN or inf")
-    if not np.isfinite(atoms.cell.array).all():
-        fail("cell contains NaN or inf")
+    problem = geometry_problem(atoms.positions, atoms.cell.array, atoms.pbc, min_distance_A=min_distance_A)
+    if problem is not None:  # empty, non-finite, a periodic cell without volume, overlapping atoms
+        fail(problem)
     bad = [int(z) for z in atoms.numbers if not 0 < z < len(chemical_symbols)]
     if bad:
         fail(f"unknown atomic number(s) {sorted(set(bad))}")
@@ -131,19 +127,3 @@ def validate(atoms: Atoms, where: str, *, require=("energy", "forces"), elements
             fail("forces contain NaN or inf")
     if "stress" in lab and (lab["stress"].shape not in ((6,), (3, 3)) or not np.isfinite(lab["stress"]).all()):
         fail(f"stress must be 6 (Voigt) or 3x3 finite numbers, got shape {lab['stress'].shape}")
-    _check_overlaps(atoms, fail, min_distance_A)
-
-
-def _check_overlaps(atoms: Atoms, fail, min_distance_A: float) -> None:
-    if len(atoms) < 2:
-        return
-    from mlff.neighbors import neighbor_list
-
-    try:
-        i, j, _ = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, min_distance_A)
-    except MLFFError as err:  # e.g. a degenerate periodic cell
-        fail(str(err))
-    if len(i):
-        a, b = int(i[0]), int(j[0])
-        d = atoms.get_distance(a, b, mic=bool(atoms.pbc.any()))
-        fail(f"atoms {a} and {b} overlap ({d:.3f} Å apart, minimum {min_distance_A} Å)")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from mlff.config import from_dict, load_yaml
+from mlff.config import checked, device_setting, from_dict, load_yaml
 from mlff.errors import MLFFError
+from mlff.geometry import check_geometry
 
 __all__ = ["MDConfig", "load_md_config", "read_structure", "REPO"]
 
@@ -20,55 +20,47 @@ INTEGRATORS = {"gpu": ("nve", "langevin", "nhc"), "ase": ("nve", "langevin", "nh
 @dataclass
 class MDConfig:
     structure: str  # a file ASE reads, or "fdh-cluster:SIZE:STATE" for data/fdh-cluster/cluster_SIZE_STATE.xyz
-    potential: Any = None  # a potential directory / shipped name, or a dict: an UNTRAINED model config (speed only)
-    engine: str = "gpu"  # "gpu": the batched engine (also runs on the CPU); "ase": ASE's integrators + MLFFCalculator
+    # a potential directory / shipped name, or a dict: an UNTRAINED model config (speed only)
+    potential: str | dict | None = None
+    # "gpu": the batched engine (also runs on the CPU); "ase": ASE's integrators + MLFFCalculator
+    engine: str = checked("gpu", choices=ENGINES)
     integrator: str = "langevin"  # nve | langevin | nhc | npt (npt: ase engine, 3D-periodic cells)
-    timestep_fs: float = 0.5
-    temperature_K: float = 300.0  # thermostat target and initial Maxwell-Boltzmann velocities
-    friction_per_fs: float = 0.01  # Langevin friction
-    nhc_tau_fs: float = 50.0  # Nose-Hoover chain time constant
-    nhc_chain: int = 3  # thermostats in the chain
+    timestep_fs: float = checked(0.5, gt=0)
+    temperature_K: float = checked(300.0, ge=0)  # thermostat target and initial Maxwell-Boltzmann velocities
+    friction_per_fs: float = checked(0.01, ge=0)  # Langevin friction
+    nhc_tau_fs: float = checked(50.0, gt=0)  # Nose-Hoover chain time constant
+    nhc_chain: int = checked(3, ge=1)  # thermostats in the chain
     pressure_bar: float = 1.0  # npt
-    barostat_tau_fs: float = 500.0  # npt
-    steps: int = 100  # total steps of the run (a resumed run continues up to this count)
-    replicas: int = 1  # copies of the structure run in one batch (gpu engine), each with its own noise
-    seed: int = 0
+    barostat_tau_fs: float = checked(500.0, gt=0)  # npt
+    steps: int = checked(100, ge=0)  # total steps of the run (a resumed run continues up to this count)
+    replicas: int = checked(1, ge=1)  # copies of the structure run in one batch (gpu engine), each with its own noise
+    seed: int = checked(0, ge=0)
     init_velocities: bool = True  # Maxwell-Boltzmann at temperature_K (else the structure's own velocities)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "float32"  # float32 | float64
+    device: str = device_setting("auto")  # auto | cpu | cuda | cuda:N
+    dtype: str = checked("float32", choices=("float32", "float64"))
     cueq: bool = False  # cuEquivariance kernels (CUDA)
-    skin_A: float = 0.5  # Verlet skin of the neighbour list
-    neighbors: str = "verlet"  # verlet | all_pairs (clusters: fixed shapes, no host sync; needed for cuda_graph)
+    skin_A: float = checked(0.5, ge=0)  # Verlet skin of the neighbour list
+    # all_pairs: clusters: fixed shapes, no host sync; needed for cuda_graph
+    neighbors: str = checked("verlet", choices=("verlet", "all_pairs"))
     cuda_graph: bool = False  # gpu engine on CUDA: capture the whole step in a CUDA graph (needs all_pairs)
-    trajectory_every: int = 10  # steps between trajectory frames (0: no trajectory)
-    checkpoint_every: int = 1000  # steps between checkpoints (0: only at the end and on signals)
-    monitor_every: int = 10  # steps between monitor checks (each check reads a few numbers back from the GPU)
-    max_force_eV_per_A: float | None = 50.0  # stop when any force exceeds this
-    max_force_std_eV_per_A: float | None = None  # stop when the committee force spread of an atom exceeds this
-    max_energy_std_eV: float | None = None  # stop when a system's committee energy spread exceeds this
-    max_temperature_K: float | None = None  # stop when a system's kinetic temperature exceeds this
+    trajectory_every: int = checked(10, ge=0)  # steps between trajectory frames (0: no trajectory)
+    checkpoint_every: int = checked(1000, ge=0)  # steps between checkpoints (0: only at the end and on signals)
+    # steps between monitor checks (each check reads a few numbers back from the GPU)
+    monitor_every: int = checked(10, ge=1)
+    max_force_eV_per_A: float | None = checked(50.0, gt=0)  # stop when any force exceeds this
+    # stop when the committee force spread of an atom exceeds this
+    max_force_std_eV_per_A: float | None = checked(None, gt=0)
+    max_energy_std_eV: float | None = checked(None, gt=0)  # stop when a system's committee energy spread exceeds this
+    max_temperature_K: float | None = checked(None, gt=0)  # stop when a system's kinetic temperature exceeds this
     out: str = "out/md"  # output directory: trajectory.h5, log.csv, checkpoint.pt, run.json
 
     def __post_init__(self):
-        if self.engine not in ENGINES:
-            raise MLFFError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.integrator not in INTEGRATORS[self.engine]:
+        # types, ranges and choices of single keys: mlff.config.from_dict (the checked(...) declarations above)
+        if self.integrator not in INTEGRATORS.get(self.engine, ()):
             raise MLFFError(f"integrator {self.integrator!r} is not available with engine {self.engine!r}; "
-                            f"expected one of {', '.join(INTEGRATORS[self.engine])}")
-        if self.dtype not in ("float32", "float64"):
-            raise MLFFError(f"dtype must be float32 or float64, got {self.dtype!r}")
-        for name in ("timestep_fs", "nhc_tau_fs", "barostat_tau_fs"):
-            if not getattr(self, name) > 0:
-                raise MLFFError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("steps", "trajectory_every", "checkpoint_every", "temperature_K", "friction_per_fs", "skin_A"):
-            if getattr(self, name) < 0:
-                raise MLFFError(f"{name} must be >= 0, got {getattr(self, name)}")
+                            f"expected one of {', '.join(INTEGRATORS.get(self.engine, ()))}")
         if self.integrator in ("nhc", "npt") and not self.temperature_K > 0:
             raise MLFFError(f"integrator {self.integrator!r} needs temperature_K > 0 (its thermostat masses scale with kT)")
-        if self.replicas < 1 or self.monitor_every < 1 or self.nhc_chain < 1:
-            raise MLFFError("replicas, monitor_every and nhc_chain must be at least 1")
-        if self.neighbors not in ("verlet", "all_pairs"):
-            raise MLFFError(f"neighbors must be 'verlet' or 'all_pairs', got {self.neighbors!r}")
         if self.cuda_graph and (self.engine != "gpu" or self.neighbors != "all_pairs"):
             raise MLFFError("cuda_graph: true needs engine: gpu and neighbors: all_pairs (the Verlet list reads a "
                             "rebuild flag back to the host each step)")
@@ -104,4 +96,5 @@ def read_structure(spec: str):
         atoms = read(path)
     except Exception as err:  # noqa: BLE001 - any unreadable structure is one user error
         raise MLFFError(f"structure {path}: ASE cannot read it ({type(err).__name__}: {err})") from err
+    check_geometry(atoms, f"structure {spec}")  # before a potential is loaded (the engines check again)
     return atoms

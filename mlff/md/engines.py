@@ -18,6 +18,7 @@ from ase import Atoms, units
 
 from mlff.calculator import torch_device
 from mlff.errors import MLFFError
+from mlff.geometry import check_geometry
 from mlff.md.config import MDConfig
 from mlff.md.integrators import compute_forces, langevin_step, nhc_energy, nhc_init, nhc_step, nve_step
 from mlff.md.model import AllPairsModel, PotentialModel
@@ -59,6 +60,7 @@ class BatchEngine:
     """``config.replicas`` copies of ``atoms`` in one batched state, stepped by the torch integrators."""
 
     def __init__(self, config: MDConfig, atoms: Atoms, potential, *, model=None):
+        check_geometry(atoms, f"structure {config.structure}")
         self.config = config
         device = torch_device(config.device)
         dtype = getattr(torch, config.dtype)
@@ -228,6 +230,7 @@ class AseEngine:
     def __init__(self, config: MDConfig, atoms: Atoms, potential, *, calculator=None):
         from mlff.calculator import MLFFCalculator
 
+        check_geometry(atoms, f"structure {config.structure}")
         self.config = config
         self.atoms = atoms.copy()
         if config.init_velocities:

@@ -14,7 +14,7 @@ import numpy as np
 from ase.data import atomic_numbers as _symbol_to_z
 from ase.data import chemical_symbols
 
-from mlff.config import from_dict
+from mlff.config import checked, from_dict
 from mlff.errors import MLFFError
 
 __all__ = ["ModelConfig", "model_config", "mace_kwargs", "config_from_mace"]
@@ -22,28 +22,28 @@ __all__ = ["ModelConfig", "model_config", "mace_kwargs", "config_from_mace"]
 
 @dataclass
 class ModelConfig:
-    species: list  # chemical symbols or atomic numbers, e.g. ["H", "C", "N", "O"]
-    r_max: float = 5.0  # cutoff, Å
-    num_bessel: int = 8
-    num_polynomial_cutoff: int = 5
-    max_ell: int = 3
+    species: list[str | int]  # chemical symbols or atomic numbers, e.g. ["H", "C", "N", "O"]
+    r_max: float = checked(5.0, gt=0)  # cutoff, Å
+    num_bessel: int = checked(8, ge=1)
+    num_polynomial_cutoff: int = checked(5, ge=1)
+    max_ell: int = checked(3, ge=0)
     hidden_irreps: str = "128x0e"
     MLP_irreps: str = "16x0e"
     edge_irreps: str | None = None
-    num_interactions: int = 2
+    num_interactions: int = checked(2, ge=1)
     correlation: int | list = 3
     interaction: str = "RealAgnosticResidualInteractionBlock"
     interaction_first: str = "RealAgnosticResidualInteractionBlock"
     readout: str = "NonLinearReadoutBlock"
     gate: str = "silu"
-    radial_MLP: list = field(default_factory=lambda: [64, 64, 64])
+    radial_MLP: list[int] = field(default_factory=lambda: [64, 64, 64])
     radial_type: str = "bessel"
     distance_transform: str = "None"
-    avg_num_neighbors: float = 10.0
+    avg_num_neighbors: float = checked(10.0, gt=0)
     E0s: dict | list | None = None  # eV per isolated atom: {symbol: E0}, [E0 per species], or per head
     atomic_inter_scale: float | list = 1.0  # eV
     atomic_inter_shift: float | list = 0.0  # eV
-    heads: list = field(default_factory=lambda: ["default"])
+    heads: list[str] = field(default_factory=lambda: ["default"])
     pair_repulsion: bool = False
     apply_cutoff: bool = True
     use_reduced_cg: bool = False
@@ -74,8 +74,6 @@ def model_config(data: dict[str, Any] | ModelConfig) -> ModelConfig:
     config = data if isinstance(data, ModelConfig) else from_dict(ModelConfig, data, "model config")
     if not config.species:
         raise MLFFError("model config: 'species' must list at least one element")
-    if not config.r_max > 0:
-        raise MLFFError(f"model config: r_max must be positive (Å), got {config.r_max}")
     _atomic_energies(config)
     return config
 

@@ -12,10 +12,11 @@ from mlff.models.config import model_config
 from mlff.models.potential import Potential, _build_member, _dtype
 from mlff.provenance import provenance, sha256_file
 
-__all__ = ["save_potential", "load_potential"]
+__all__ = ["save_potential", "load_potential", "resolve_potential_path", "shipped_potentials"]
 
 FORMAT = "mlff.potential"
 FORMAT_VERSION = 1
+SHIPPED = Path(__file__).resolve().parents[2] / "potentials"
 
 
 def _member_file(k: int) -> str:
@@ -51,6 +52,12 @@ def load_potential(path, *, device="cpu", dtype=None, verify: bool = True) -> Po
 
     path = resolve_potential_path(path)
     card_file = path / "potential.json"
+    if not path.exists():
+        shipped = ", ".join(shipped_potentials()) or "none yet"
+        raise MLFFError(f"potential {str(path)!r} not found: not a potential directory, nor the name of one shipped "
+                        f"in {SHIPPED} (shipped: {shipped}); give a potential directory or shipped name, train one "
+                        f"with `mlff train`, or use a model config mapping for an untrained speed test (as "
+                        f"workflows/fdh_md.py does)")
     if not card_file.is_file():
         raise MLFFError(f"not a potential directory (no potential.json): {path}")
     try:
@@ -77,10 +84,15 @@ def load_potential(path, *, device="cpu", dtype=None, verify: bool = True) -> Po
     return potential.to(device)
 
 
+def shipped_potentials() -> list[str]:
+    """Names of the potentials shipped in the repository's potentials/ folder."""
+    return sorted(p.parent.name for p in SHIPPED.glob("*/potential.json"))
+
+
 def resolve_potential_path(path) -> Path:
     """A directory path as given, or the name of a potential shipped in the repository's potentials/."""
     path = Path(path)
-    shipped = Path(__file__).resolve().parents[2] / "potentials" / str(path)
+    shipped = SHIPPED / str(path)
     if not path.exists() and shipped.is_dir():
         return shipped
     return path
