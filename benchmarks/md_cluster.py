@@ -29,7 +29,7 @@ from ase import units
 
 import mlff
 import mlff.models._mace  # noqa: F401
-from _common import SIZES, append_results, markdown_table, sync, time_ms
+from _common import SIZES, append_results, emit_json, markdown_table, sync, time_ms
 from mlff.data import water_box
 from mlff.md import load_md_config
 from mlff.md.engines import BatchEngine, initial_velocities
@@ -93,7 +93,7 @@ def torchsim_ms(atoms, model_file: Path, device, args, replicas=1):
     except ImportError:
         return "not installed"
     model = MaceModel(model=torch.load(model_file, weights_only=False).to(device), device=device,
-                      dtype=torch.float32, compute_forces=True, compute_stress=False)
+                      dtype=torch.float32, compute_forces=True, compute_stress=False, enable_cueq=args.cueq)
     integrator = getattr(getattr(ts, "Integrator", None), "nvt_langevin", None) or ts.nvt_langevin
     systems = [atoms.copy() for _ in range(replicas)]
 
@@ -117,6 +117,15 @@ def peer(fn, *a, **kw):
         return f"failed: {type(err).__name__}: {str(err)[:60]}"
 
 
+def table(args, part: str, header: list[str], rows: list[list]) -> str:
+    """The markdown table of one benchmark, printed and written as a JSON line at once (a cut-off run keeps it)."""
+    text = markdown_table(header, rows)
+    print(text, flush=True)
+    emit_json(args.json, "md_cluster", part=part, cueq=args.cueq, steps=args.steps,
+              rows=[dict(zip(header, row)) for row in rows])
+    return text
+
+
 def bench_cluster(atoms, potential, model_file, device, args):
     rows = [["ours, Verlet list, eager", ours_ms(atoms, potential, device, args)]]
     if device.type == "cuda":
@@ -127,7 +136,7 @@ def bench_cluster(atoms, potential, model_file, device, args):
     for row in rows:
         ms = row[1]
         row.append(0.5 * 86400e-6 / (ms * 1e-3) if isinstance(ms, float) else None)
-    return markdown_table(["(1) one cluster, Langevin", "ms/step", "ns/day at 0.5 fs"], rows)
+    return table(args, "1", ["(1) one cluster, Langevin", "ms/step", "ns/day at 0.5 fs"], rows)
 
 
 def bench_replicas(atoms, potential, model_file, device, args):
@@ -141,7 +150,7 @@ def bench_replicas(atoms, potential, model_file, device, args):
     for row in rows:
         atoms_per_step = len(atoms) * (1 if "1 replica" in row[0] else n)
         row.append(atoms_per_step * 1e3 / row[1] if isinstance(row[1], float) else None)
-    return markdown_table(["(2) replicas of the cluster", "ms/step", "atom-steps/s"], rows)
+    return table(args, "2", ["(2) replicas of the cluster", "ms/step", "atom-steps/s"], rows)
 
 
 def bench_water(potential_for, device, args):
@@ -157,7 +166,7 @@ def bench_water(potential_for, device, args):
         graph = mlff.models.batch_atoms([atoms], pot.cutoff, device=device, dtype=torch.float32)
         floor = time_ms(lambda: pot.evaluate(graph), device, warmup=args.warmup, repeats=args.steps)
         rows.append([len(atoms), step, floor, step / floor if isinstance(step, float) else None])
-    return markdown_table(["(3) water atoms", "our NVE step ms", "forward+forces ms", "ratio"], rows)
+    return table(args, "3", ["(3) water atoms", "our NVE step ms", "forward+forces ms", "ratio"], rows)
 
 
 def bench_drift(atoms, device, args):
@@ -173,9 +182,9 @@ def bench_drift(atoms, device, args):
             engine.step()
             if k % 10 == 0:
                 drift.add(engine.state.step * 0.5, engine.conserved_energy())
-        per_atom = drift.per_atom_per_ps(torch.tensor([len(atoms)]))[0]
+        per_atom = float(drift.per_atom_per_ps(torch.tensor([len(atoms)]))[0])
         rows.append([dtype, args.drift_steps, args.drift_steps * 0.5e-3, per_atom])
-    return markdown_table(["(4) NVE drift, cluster", "steps", "ps", "eV/atom/ps"], rows)
+    return table(args, "4", ["(4) NVE drift, cluster", "steps", "ps", "eV/atom/ps"], rows)
 
 
 def main(argv=None):
@@ -189,6 +198,7 @@ def main(argv=None):
     p.add_argument("--cueq", action="store_true", help="cuEquivariance kernels everywhere")
     p.add_argument("--cpu-smoke", action="store_true", help="tiny run on the CPU (checks the script; no claims)")
     p.add_argument("--append-results", action="store_true", help="append to benchmarks/RESULTS.md (CUDA only)")
+    p.add_argument("--json", help="append each benchmark's rows as a JSON line to this file as soon as measured")
     args = p.parse_args(argv)
     if args.cpu_smoke:
         args.steps, args.warmup, args.replicas, args.drift_steps = 3, 1, 4, 20
@@ -209,7 +219,6 @@ def main(argv=None):
     if "4" in args.only:
         tables.append(bench_drift(atoms, device, args))
     text = "\n\n".join(tables)
-    print(text)
     if args.append_results and device.type == "cuda":
         append_results(f"MD of the FDH cluster ({len(atoms)} atoms) and water, MACE small fp32"
                        f"{' + cuEquivariance' if args.cueq else ''}", text,
