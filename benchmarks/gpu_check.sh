@@ -42,7 +42,7 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 if [ "$SMOKE" = 1 ]; then
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} CUDA_VISIBLE_DEVICES=""
   export PATH="$(dirname "$PY"):$PATH"   # mace_run_train beside the interpreter
-  DEADLINE=${DEADLINE:-420}
+  DEADLINE=${DEADLINE:-900}             # a busy 2-core CPU: the limits only catch a hang
 else
   DEADLINE=${DEADLINE:-560}              # the whole command stays inside a 600 s device call
 fi
@@ -121,7 +121,7 @@ EOF
 
 if [ "$SMOKE" = 1 ]; then
   S=--cpu-smoke; A=""
-  LIM_PYTEST=120; LIM_NB=60; LIM_CLUSTER=150; LIM_STEP=120; LIM_UMB=90; LIM_TRAIN=150; LIM_LARGEST=60
+  LIM_PYTEST=150; LIM_NB=90; LIM_CLUSTER=240; LIM_STEP=180; LIM_UMB=180; LIM_TRAIN=240; LIM_LARGEST=60
   PYTEST_EXTRA=()
   CLUSTER_ARGS=(); TRAIN_ARGS=(); LARGEST_ARGS=()
 else

@@ -31,9 +31,12 @@ from mlff.data import water_box
 MODELS = {"small": "128x0e", "medium": "128x0e+128x1o"}
 
 
-def make_potential(hidden: str) -> mlff.Potential:
+def make_potential(hidden: str, smoke: bool = False) -> mlff.Potential:
+    """MACE with ``hidden`` irreps; ``smoke``: a tiny one (8x0e, max_ell 1, correlation 2) that only checks the script."""
     config = {"species": ["H", "O"], "r_max": 5.0, "hidden_irreps": hidden, "max_ell": 3, "num_interactions": 2,
               "correlation": 3, "atomic_inter_scale": 0.1}
+    if smoke:
+        config.update(hidden_irreps="8x0e", max_ell=1, correlation=2)
     return mlff.build_potential(config, seed=0, dtype="float32")
 
 
@@ -124,10 +127,12 @@ def main(argv=None):
     device = torch.device("cpu" if args.cpu_smoke else "cuda")
     sizes = {"192": 64} if args.cpu_smoke else {k: SIZES[k] for k in args.sizes}
     models = ["small"] if args.cpu_smoke else args.models
+    if args.cpu_smoke:
+        args.steps = min(args.steps, 3)
     rows, notes = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
-            potential = make_potential(MODELS[model])
+            potential = make_potential(MODELS[model], smoke=args.cpu_smoke)
             model_file = Path(tmp) / f"{model}.model"
             potential.to_mace_model(model_file)
             for label, molecules in sizes.items():
