@@ -96,3 +96,18 @@ def test_import_refuses_another_level_of_theory(tmp_path):
     other[0].info["provenance"]["basis"] = "def2-tzvp"
     with pytest.raises(MLFFError, match="level of theory"):
         import_labels(shipped, other)
+
+
+def test_the_shipped_gpu_queue_is_pool_records_not_yet_labelled_holdout_scan_first():
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[3] / "data" / "fdh-cluster"
+    queue = Dataset(data / "dft_queue_gpu_small.h5")
+    pool = set(Dataset(data / "pool_small.h5").column("geometry_hash"))
+    hashes = list(queue.column("geometry_hash"))
+    assert set(hashes) <= pool and len(set(hashes)) == len(hashes)
+    done = set(hashes) & set(Dataset(data / "fdh_small.h5").column("geometry_hash"))
+    assert not done, "fdh_small.h5 holds queued geometries: rebuild the queue (python workflows/dft_queue.py)"
+    tags = [info.get("tags", []) for info in queue.infos()]
+    n_holdout = sum("holdout-scan" in t for t in tags)
+    assert n_holdout == 15 and all("holdout-scan" in t for t in tags[:n_holdout])
