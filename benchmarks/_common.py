@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import shlex
 import statistics
 import sys
@@ -73,6 +74,21 @@ def append_results(title: str, table: str, notes: str = "") -> None:
                  f"- command: `{command}`\n\n{table}\n")
         if notes:
             fh.write(f"\n{notes}\n")
+
+
+def emit_json(path: str | Path | None, bench: str, **record) -> None:
+    """Append one JSON line ``{"bench", "utc", "device", **record}`` to ``path`` (nothing when ``path`` is None).
+
+    Each benchmark writes its rows as soon as they are measured, so a run cut off by a time limit keeps them
+    (benchmarks/gpu_check.sh collects the lines into one JSON file)."""
+    if path is None:
+        return
+    device = device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    line = json.dumps({"bench": bench, "utc": stamp, "device": device, **record},
+                      default=lambda v: v.item() if hasattr(v, "item") else str(v))  # tensors, NumPy scalars
+    with open(path, "a") as fh:
+        fh.write(line + "\n")
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

@@ -29,7 +29,7 @@ from ase import units
 
 import mlff
 import mlff.models._mace  # noqa: F401
-from _common import SIZES, append_results, markdown_table, sync, time_ms
+from _common import SIZES, append_results, emit_json, markdown_table, sync, time_ms
 from mlff.data import water_box
 from mlff.md import load_md_config
 from mlff.md.engines import BatchEngine, initial_velocities
@@ -45,9 +45,14 @@ def cluster_atoms(spec: str):
     return read_structure(spec)
 
 
-def make_potential(atoms, dtype="float32"):
+# --cpu-smoke only: a tiny model, so that the smoke run checks every code path in seconds on a busy CPU
+TINY = {"r_max": 4.0, "hidden_irreps": "8x0e", "max_ell": 1, "num_interactions": 2, "correlation": 2,
+        "atomic_inter_scale": 0.1}
+
+
+def make_potential(atoms, dtype="float32", smoke=False):
     species = sorted(set(atoms.get_chemical_symbols()) | {"H", "C", "N", "O"})
-    return mlff.build_potential({**SMALL, "species": species}, seed=0, dtype=dtype)
+    return mlff.build_potential({**(TINY if smoke else SMALL), "species": species}, seed=0, dtype=dtype)
 
 
 def ours_ms(atoms, potential, device, args, *, replicas=1, neighbors="verlet", graph=False, integrator="langevin"):
@@ -90,10 +95,15 @@ def torchsim_ms(atoms, model_file: Path, device, args, replicas=1):
     try:
         import torch_sim as ts
         from torch_sim.models.mace import MaceModel
+        from torch_sim.neighbors import torch_nl_n2
     except ImportError:
         return "not installed"
+    # "n2": TorchSim's batched all-pairs list on the device (its best without nvalchemiops, which needs warp-lang);
+    # "default": what TorchSim picks itself (without nvalchemiops: vesin, one system at a time on the CPU)
+    nl = torch_nl_n2 if args.torchsim_nl == "n2" else None
     model = MaceModel(model=torch.load(model_file, weights_only=False).to(device), device=device,
-                      dtype=torch.float32, compute_forces=True, compute_stress=False)
+                      dtype=torch.float32, compute_forces=True, compute_stress=False, enable_cueq=args.cueq,
+                      neighbor_list_fn=nl)
     integrator = getattr(getattr(ts, "Integrator", None), "nvt_langevin", None) or ts.nvt_langevin
     systems = [atoms.copy() for _ in range(replicas)]
 
@@ -117,17 +127,26 @@ def peer(fn, *a, **kw):
         return f"failed: {type(err).__name__}: {str(err)[:60]}"
 
 
+def table(args, part: str, header: list[str], rows: list[list]) -> str:
+    """The markdown table of one benchmark, printed and written as a JSON line at once (a cut-off run keeps it)."""
+    text = markdown_table(header, rows)
+    print(text, flush=True)
+    emit_json(args.json, "md_cluster", part=part, cueq=args.cueq, steps=args.steps,
+              rows=[dict(zip(header, row)) for row in rows])
+    return text
+
+
 def bench_cluster(atoms, potential, model_file, device, args):
     rows = [["ours, Verlet list, eager", ours_ms(atoms, potential, device, args)]]
     if device.type == "cuda":
         rows.append(["ours, all pairs + CUDA graph", ours_ms(atoms, potential, device, args, neighbors="all_pairs",
                                                               graph=True)])
     rows.append(["MACECalculator + ASE Langevin", peer(mace_ase_ms, atoms, model_file, device, args)])
-    rows.append(["TorchSim nvt_langevin", peer(torchsim_ms, atoms, model_file, device, args)])
+    rows.append([f"TorchSim nvt_langevin ({args.torchsim_nl} list)", peer(torchsim_ms, atoms, model_file, device, args)])
     for row in rows:
         ms = row[1]
         row.append(0.5 * 86400e-6 / (ms * 1e-3) if isinstance(ms, float) else None)
-    return markdown_table(["(1) one cluster, Langevin", "ms/step", "ns/day at 0.5 fs"], rows)
+    return table(args, "1", ["(1) one cluster, Langevin", "ms/step", "ns/day at 0.5 fs"], rows)
 
 
 def bench_replicas(atoms, potential, model_file, device, args):
@@ -136,12 +155,13 @@ def bench_replicas(atoms, potential, model_file, device, args):
     ours = ours_ms(atoms, potential, device, args, replicas=n, neighbors="all_pairs", graph=graph)
     rows.append([f"ours, {n} replicas, all pairs{' + CUDA graph' if graph else ''}", ours])
     rows.append([f"ours, {n} replicas, Verlet list, eager", ours_ms(atoms, potential, device, args, replicas=n)])
-    rows.append([f"TorchSim, {n} replicas", peer(torchsim_ms, atoms, model_file, device, args, replicas=n)])
+    rows.append([f"TorchSim, {n} replicas ({args.torchsim_nl} list)",
+                 peer(torchsim_ms, atoms, model_file, device, args, replicas=n)])
     rows.append(["MACECalculator + ASE, 1 replica", peer(mace_ase_ms, atoms, model_file, device, args)])
     for row in rows:
         atoms_per_step = len(atoms) * (1 if "1 replica" in row[0] else n)
         row.append(atoms_per_step * 1e3 / row[1] if isinstance(row[1], float) else None)
-    return markdown_table(["(2) replicas of the cluster", "ms/step", "atom-steps/s"], rows)
+    return table(args, "2", ["(2) replicas of the cluster", "ms/step", "atom-steps/s"], rows)
 
 
 def bench_water(potential_for, device, args):
@@ -157,13 +177,13 @@ def bench_water(potential_for, device, args):
         graph = mlff.models.batch_atoms([atoms], pot.cutoff, device=device, dtype=torch.float32)
         floor = time_ms(lambda: pot.evaluate(graph), device, warmup=args.warmup, repeats=args.steps)
         rows.append([len(atoms), step, floor, step / floor if isinstance(step, float) else None])
-    return markdown_table(["(3) water atoms", "our NVE step ms", "forward+forces ms", "ratio"], rows)
+    return table(args, "3", ["(3) water atoms", "our NVE step ms", "forward+forces ms", "ratio"], rows)
 
 
 def bench_drift(atoms, device, args):
     rows = []
     for dtype in ("float32", "float64"):
-        potential = make_potential(atoms, dtype)
+        potential = make_potential(atoms, dtype, smoke=args.cpu_smoke)
         config = load_md_config({"structure": "-", "device": str(device), "dtype": dtype, "integrator": "nve",
                                  "cueq": args.cueq and dtype == "float32", "timestep_fs": 0.5, "seed": 0})
         engine = BatchEngine(config, atoms, potential)
@@ -173,9 +193,9 @@ def bench_drift(atoms, device, args):
             engine.step()
             if k % 10 == 0:
                 drift.add(engine.state.step * 0.5, engine.conserved_energy())
-        per_atom = drift.per_atom_per_ps(torch.tensor([len(atoms)]))[0]
+        per_atom = float(drift.per_atom_per_ps(torch.tensor([len(atoms)]))[0])
         rows.append([dtype, args.drift_steps, args.drift_steps * 0.5e-3, per_atom])
-    return markdown_table(["(4) NVE drift, cluster", "steps", "ps", "eV/atom/ps"], rows)
+    return table(args, "4", ["(4) NVE drift, cluster", "steps", "ps", "eV/atom/ps"], rows)
 
 
 def main(argv=None):
@@ -187,15 +207,18 @@ def main(argv=None):
     p.add_argument("--drift-steps", type=int, default=20000, help="NVE steps for the drift benchmark (10 ps)")
     p.add_argument("--only", nargs="+", choices=["1", "2", "3", "4"], default=["1", "2", "3", "4"])
     p.add_argument("--cueq", action="store_true", help="cuEquivariance kernels everywhere")
+    p.add_argument("--torchsim-nl", choices=["n2", "default"], default="n2",
+                   help="TorchSim's neighbour list: its batched all-pairs one (n2) or the one it picks itself")
     p.add_argument("--cpu-smoke", action="store_true", help="tiny run on the CPU (checks the script; no claims)")
     p.add_argument("--append-results", action="store_true", help="append to benchmarks/RESULTS.md (CUDA only)")
+    p.add_argument("--json", help="append each benchmark's rows as a JSON line to this file as soon as measured")
     args = p.parse_args(argv)
     if args.cpu_smoke:
         args.steps, args.warmup, args.replicas, args.drift_steps = 3, 1, 4, 20
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu_smoke else "cpu")
     atoms = cluster_atoms(args.structure)
     initial_velocities(atoms, 300.0, 0)
-    potential = make_potential(atoms)
+    potential = make_potential(atoms, smoke=args.cpu_smoke)
     tables = []
     with tempfile.TemporaryDirectory() as tmp:
         model_file = Path(tmp) / "small.model"
@@ -205,11 +228,10 @@ def main(argv=None):
         if "2" in args.only:
             tables.append(bench_replicas(atoms, potential, model_file, device, args))
     if "3" in args.only:
-        tables.append(bench_water(lambda a: make_potential(a), device, args))
+        tables.append(bench_water(lambda a: make_potential(a, smoke=args.cpu_smoke), device, args))
     if "4" in args.only:
         tables.append(bench_drift(atoms, device, args))
     text = "\n\n".join(tables)
-    print(text)
     if args.append_results and device.type == "cuda":
         append_results(f"MD of the FDH cluster ({len(atoms)} atoms) and water, MACE small fp32"
                        f"{' + cuEquivariance' if args.cueq else ''}", text,

@@ -25,15 +25,18 @@ from ase import units
 from ase.md.langevin import Langevin
 
 import mlff
-from _common import SIZES, append_results, is_oom, markdown_table, peak_gib, reset_peak, sync, time_ms
+from _common import SIZES, append_results, emit_json, is_oom, markdown_table, peak_gib, reset_peak, sync, time_ms
 from mlff.data import water_box
 
 MODELS = {"small": "128x0e", "medium": "128x0e+128x1o"}
 
 
-def make_potential(hidden: str) -> mlff.Potential:
+def make_potential(hidden: str, smoke: bool = False) -> mlff.Potential:
+    """MACE with ``hidden`` irreps; ``smoke``: a tiny one (8x0e, max_ell 1, correlation 2) that only checks the script."""
     config = {"species": ["H", "O"], "r_max": 5.0, "hidden_irreps": hidden, "max_ell": 3, "num_interactions": 2,
               "correlation": 3, "atomic_inter_scale": 0.1}
+    if smoke:
+        config.update(hidden_irreps="8x0e", max_ell=1, correlation=2)
     return mlff.build_potential(config, seed=0, dtype="float32")
 
 
@@ -119,14 +122,17 @@ def main(argv=None):
     p.add_argument("--largest", action="store_true", help="also find the largest box that fits, per model")
     p.add_argument("--cpu-smoke", action="store_true", help="tiny run on the CPU (checks the script)")
     p.add_argument("--append-results", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    p.add_argument("--json", help="append each row as a JSON line to this file as soon as it is measured")
     args = p.parse_args(argv)
     device = torch.device("cpu" if args.cpu_smoke else "cuda")
     sizes = {"192": 64} if args.cpu_smoke else {k: SIZES[k] for k in args.sizes}
     models = ["small"] if args.cpu_smoke else args.models
+    if args.cpu_smoke:
+        args.steps = min(args.steps, 3)
     rows, notes = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
-            potential = make_potential(MODELS[model])
+            potential = make_potential(MODELS[model], smoke=args.cpu_smoke)
             model_file = Path(tmp) / f"{model}.model"
             potential.to_mace_model(model_file)
             for label, molecules in sizes.items():
@@ -138,10 +144,12 @@ def main(argv=None):
                              num(b) / num(c) if num(b) and num(c) else None,
                              num(a) / num(b) if num(a) and num(b) else None, mem_a, mem_b, mem_c])
                 print(markdown_table(HEADER, rows[-1:]))
+                emit_json(args.json, "md_step", cueq=args.cueq, steps=args.steps, row=dict(zip(HEADER, rows[-1])))
             if args.largest and device.type == "cuda":
-                notes.append(f"Largest water box that fits ({model}, MLFFCalculator step): "
-                             f"{largest_box(potential, device, args)} atoms")
+                largest = largest_box(potential, device, args)
+                notes.append(f"Largest water box that fits ({model}, MLFFCalculator step): {largest} atoms")
                 print(notes[-1])
+                emit_json(args.json, "md_step_largest", model=model, cueq=args.cueq, atoms=largest)
     table = markdown_table(HEADER, rows)
     print(table, *notes, sep="\n")
     if args.append_results:

@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from _common import SIZES, append_results, markdown_table, time_ms
+from _common import SIZES, append_results, emit_json, markdown_table, time_ms
 from mlff.data import water_box
 from mlff.neighbors import neighbor_list
 
@@ -43,6 +43,8 @@ def matscipy(atoms, device, dtype):
 
 BACKENDS = {"ours": ours, "vesin-torch": vesin_torch, "matscipy": matscipy}
 CUTOFF = 5.0
+HEADER = ["atoms", "ours ms", "ours pairs", "vesin-torch ms", "vesin pairs", "matscipy ms", "matscipy pairs",
+          "vesin / ours"]
 
 
 def run(args) -> list[list]:
@@ -71,6 +73,7 @@ def run(args) -> list[list]:
         ours_ms, vesin_ms = row[1], row[3]
         row.append(vesin_ms / ours_ms if ours_ms and vesin_ms else None)
         rows.append(row)
+        emit_json(args.json, "neighbors", cutoff_A=CUTOFF, dtype=args.dtype, row=dict(zip(HEADER, row)))
     return rows
 
 
@@ -80,11 +83,10 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--cpu-smoke", action="store_true", help="tiny run on the CPU (checks the script)")
     p.add_argument("--append-results", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    p.add_argument("--json", help="append each row as a JSON line to this file as soon as it is measured")
     args = p.parse_args(argv)
     rows = run(args)
-    header = ["atoms", "ours ms", "ours pairs", "vesin-torch ms", "vesin pairs", "matscipy ms", "matscipy pairs",
-              "vesin / ours"]
-    table = markdown_table(header, rows)
+    table = markdown_table(HEADER, rows)
     print(table)
     if args.append_results:
         append_results(f"Neighbour lists, water 1 g/cm3, cutoff {CUTOFF} Å, {args.dtype}", table,

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from _common import append_results, markdown_table
+from _common import append_results, emit_json, markdown_table
 
 MODEL = {"species": ["H", "C", "N", "O"], "r_max": 5.0, "hidden_irreps": "128x0e", "max_ell": 3,
          "num_interactions": 2, "correlation": 3, "MLP_irreps": "16x0e", "radial_MLP": [64, 64, 64]}
@@ -145,6 +145,7 @@ def main() -> None:
     p.add_argument("--cpu-smoke", action="store_true", help="tiny model and data on the CPU: checks the script only")
     p.add_argument("--keep", action="store_true", help="keep the work directory (data, logs, models)")
     p.add_argument("--append-results", action="store_true", help="append to RESULTS.md (GPU runs only)")
+    p.add_argument("--json", help="append the result rows as a JSON line to this file")
     a = p.parse_args()
     import torch
 
@@ -168,7 +169,10 @@ def main() -> None:
     rows = [["mace_run_train", len(mace_r), 1000 * target, t_mace, t_mace / max(len(mace_r), 1)],
             ["mlff train", len(ours_r), 1000 * min(ours_r) if ours_r else None, t_ours,
              (ours_t[-1] / len(ours_t)) if ours_t else None]]
-    table = markdown_table(["trainer", "validations", "best valid F RMSE (meV/Å)", "s to target", "s per epoch (incl. start)"], rows)
+    header = ["trainer", "validations", "best valid F RMSE (meV/Å)", "s to target", "s per epoch (incl. start)"]
+    table = markdown_table(header, rows)
+    emit_json(a.json, "train_vs_mace", data=str(a.data), epochs=a.epochs, dtype=a.dtype,
+              rows=[dict(zip(header, row)) for row in rows])
     print(table)
     print(f"target: {1000 * target:.2f} meV/Å; speed-up: {t_mace / t_ours:.2f}x" if t_ours else "mlff did not reach the target")
     if a.append_results and a.device == "cuda" and not a.cpu_smoke:
