@@ -1,0 +1,171 @@
+"""``BiasedEngine``: either MD engine with biases, driven by ``mlff.md.run_md`` like any engine.
+
+- batched engine: its force model becomes ``BiasedModel(model, biases)`` (all windows in one force call);
+- ASE engine: its calculator becomes ``BiasCalculator(biases, calculator)`` (one system).
+
+After every step, the CV sample is taken (when a COLVAR row or a trajectory frame is due), then hills are
+deposited and exchanges attempted; when the bias changed, the state's forces are refreshed from the last
+physical forces plus the new bias, so the next half-kick uses the current Hamiltonian. The sample is taken
+before those updates: ``window`` of a sample is the window the system felt while reaching it.
+
+Extra H5MD observables per system: ``cv``, ``bias_energy``, ``physical_energy`` (eV; ``potential_energy``
+stays the energy the integrator sees, physical + bias) and ``window`` (restraints). The bias state (labels,
+hills, exchange counters and random state) is in the checkpoint's ``extra["bias"]``; COLVAR and HILLS files
+are flushed with the trajectory and cut back to the checkpoint's step on resume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mlff.bias.io import COLVAR, ColvarWriter, write_hills
+from mlff.bias.metad import MetaD
+from mlff.bias.model import BiasCalculator, BiasedModel, Biases
+
+__all__ = ["BiasedEngine"]
+
+
+class BiasedEngine:
+    """Wrap ``engine`` (a BatchEngine or AseEngine, before ``start``) with ``biases``. ``out``: where COLVAR
+    and HILLS go (None: no files); ``colvar_every``: steps between COLVAR rows (0: none)."""
+
+    def __init__(self, engine, biases: Biases, *, out=None, colvar_every: int = 0):
+        from mlff.md.engines import AseEngine
+
+        self.inner, self.biases, self.config = engine, biases, engine.config
+        state = engine.state
+        counts = torch.bincount(state.system_idx.cpu(), minlength=state.n_systems).tolist()
+        biases.bind(counts, state.device, state.dtype)
+        self.ase = isinstance(engine, AseEngine)
+        if self.ase:
+            engine.atoms.calc = BiasCalculator(biases, engine.atoms.calc)
+        else:
+            engine.model = BiasedModel(engine.model, biases)
+        self.colvar_every = int(colvar_every)
+        self.out = None if out is None else Path(out)
+        self.colvar = None
+        self._hills_written = [0 for _ in self._metads()]
+        self._sample: dict[str, torch.Tensor] | None = None
+
+    @property
+    def state(self):
+        return self.inner.state
+
+    def _metads(self) -> list[MetaD]:
+        return [t for t in self.biases.terms if isinstance(t, MetaD)]
+
+    def open_files(self, restart_step: int | None) -> None:
+        """Open COLVAR: fresh (``start``), or cut back to ``restart_step`` (``restore``)."""
+        if self.out is None or not self.colvar_every:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.colvar = ColvarWriter(self.out / COLVAR, self.biases.cv.name, self.state.n_systems,
+                                   windows=self.biases.restraint is not None, restart_step=restart_step)
+
+    # -- the engine interface ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self.open_files(None)
+        self.inner.start()
+        self._sample = self._observe()
+        if self.colvar is not None:
+            self._record(self._sample)
+
+    def step(self) -> None:
+        self.inner.step()
+        s = self.state
+        every = self.config.trajectory_every
+        colvar_due = self.colvar is not None and s.step % self.colvar_every == 0
+        if colvar_due or (every and s.step % every == 0):
+            self._sample = self._observe()
+            if colvar_due:
+                self._record(self._sample)
+        if self.biases.after_step(s.step, s.positions, s.step * self.config.timestep_fs):
+            self._refresh()
+
+    def conserved_energy(self):
+        return self.inner.conserved_energy()
+
+    def observables(self) -> dict[str, torch.Tensor]:
+        """Per-system values [S] of the last sample (the runner adds them to the trajectory's observables)."""
+        if self._sample is None:
+            self._sample = self._observe()
+        return dict(self._sample)
+
+    def checkpoint_parts(self) -> tuple[dict, dict]:
+        model, extra = self.inner.checkpoint_parts()
+        return model, {**extra, "bias": self.biases.state_dict()}
+
+    def restore(self, data: dict) -> None:
+        extra = dict(data["extra"])
+        self.biases.load_state_dict(extra.pop("bias"))  # first: the ASE engine evaluates its calculator on restore
+        self.inner.restore({**data, "extra": extra})
+        self._hills_written = [m.count for m in self._metads()]
+        self._truncate_hills()
+        self.open_files(self.state.step)
+        self._sample = self._observe()
+
+    def flush_outputs(self) -> None:
+        """Write the buffered COLVAR rows and the hills deposited since the last flush."""
+        if self.colvar is not None:
+            self.colvar.flush()
+        if self.out is None:
+            return
+        for k, metad in enumerate(self._metads()):
+            start = self._hills_written[k]
+            if metad.count > start:
+                self._write_hills(metad, start)
+                self._hills_written[k] = metad.count
+
+    # -- helpers ----------------------------------------------------------------------------------------
+    def _observe(self) -> dict[str, torch.Tensor]:
+        s = self.state
+        cv, bias = self.biases.observe(s.positions)
+        obs = {"cv": cv.to(s.dtype), "bias_energy": bias.to(s.dtype), "physical_energy": s.energy - bias.to(s.dtype)}
+        restraint = self.biases.restraint
+        if restraint is not None:
+            obs["window"] = restraint.window.to(s.dtype).clone()
+        return obs
+
+    def _record(self, sample: dict) -> None:
+        window = self.biases.restraint.window if self.biases.restraint is not None else None
+        self.colvar.add(self.state.step, self.state.step * self.config.timestep_fs, sample["cv"],
+                        None if window is None else sample["window"].to(torch.int64), sample["bias_energy"])
+
+    def _refresh(self) -> None:
+        if self.ase:
+            self.inner.atoms.calc.results = {}  # the physical calculator keeps its own results for these positions
+            self.inner._mirror()
+        else:
+            self.inner.model.refresh(self.state)
+
+    def hills_files(self) -> list[str]:
+        metads = self._metads()
+        if not metads:
+            return []
+        m = metads[0]
+        return ["HILLS"] if m.shared else [f"HILLS.{s}" for s in range(m.n_systems)]
+
+    def _write_hills(self, metad: MetaD, start: int) -> None:
+        hills = metad.hills(start)
+        names = self.hills_files()
+        if metad.shared:
+            write_hills(self.out / names[0], hills, self.biases.cv.name, append=start > 0)
+            return
+        for s, name in enumerate(names):
+            mine = {k: (v[hills["system"] == s] if k != "biasfactor" else v) for k, v in hills.items()}
+            write_hills(self.out / name, mine, self.biases.cv.name, append=start > 0)
+
+    def _truncate_hills(self) -> None:
+        """Cut HILLS files back to the hills the restored checkpoint holds."""
+        if self.out is None:
+            return
+        for k, metad in enumerate(self._metads()):
+            if metad.count == 0:
+                for name in self.hills_files():
+                    (self.out / name).unlink(missing_ok=True)
+                continue
+            self._hills_written[k] = 0
+            self._write_hills(metad, 0)  # rewrite from the checkpoint's own hills: exactly what it holds
+            self._hills_written[k] = metad.count
