@@ -3,10 +3,12 @@
 - batched engine: its force model becomes ``BiasedModel(model, biases)`` (all windows in one force call);
 - ASE engine: its calculator becomes ``BiasCalculator(biases, calculator)`` (one system).
 
-After every step, the CV sample is taken (when a COLVAR row or a trajectory frame is due), then hills are
-deposited and exchanges attempted; when the bias changed, the state's forces are refreshed from the last
-physical forces plus the new bias, so the next half-kick uses the current Hamiltonian. The sample is taken
-before those updates: ``window`` of a sample is the window the system felt while reaching it.
+After every step the CV sample is taken (when a COLVAR row or a trajectory frame is due). The hills and
+exchanges due at that step act at the start of the next one, before its first half-kick: when the bias
+changed, the state's forces are refreshed from the last physical forces plus the new bias, so the half-kick
+uses the current Hamiltonian. So every sample (``window``, ``bias_energy``, ``potential_energy``) belongs to
+the bias that generated it, and a checkpoint holds the state before the pending update (a restart applies
+it first, exactly as the uninterrupted run does).
 
 Extra H5MD observables per system: ``cv``, ``bias_energy``, ``physical_energy`` (eV; ``potential_energy``
 stays the energy the integrator sees, physical + bias) and ``window`` (restraints). The bias state (labels,
@@ -73,16 +75,18 @@ class BiasedEngine:
             self._record(self._sample)
 
     def step(self) -> None:
-        self.inner.step()
         s = self.state
+        # the updates due at the last completed step (hills, exchanges) act now, before the first half-kick:
+        # the samples recorded at that step (COLVAR, trajectory) are all of the bias that generated them
+        if self.biases.after_step(s.step, s.positions, s.step * self.config.timestep_fs):
+            self._refresh()
+        self.inner.step()
         every = self.config.trajectory_every
         colvar_due = self.colvar is not None and s.step % self.colvar_every == 0
         if colvar_due or (every and s.step % every == 0):
             self._sample = self._observe()
             if colvar_due:
                 self._record(self._sample)
-        if self.biases.after_step(s.step, s.positions, s.step * self.config.timestep_fs):
-            self._refresh()
 
     def conserved_energy(self):
         return self.inner.conserved_energy()
@@ -95,12 +99,21 @@ class BiasedEngine:
 
     def checkpoint_parts(self) -> tuple[dict, dict]:
         model, extra = self.inner.checkpoint_parts()
-        return model, {**extra, "bias": self.biases.state_dict()}
+        bias = self.biases.state_dict()
+        if not self.ase:  # the last physical forces: a bias update after the restart refreshes from them exactly
+            energy, forces = self.inner.model._physical
+            bias["physical"] = {"energy": energy.detach().cpu().clone(), "forces": forces.detach().cpu().clone()}
+        return model, {**extra, "bias": bias}
 
     def restore(self, data: dict) -> None:
         extra = dict(data["extra"])
-        self.biases.load_state_dict(extra.pop("bias"))  # first: the ASE engine evaluates its calculator on restore
+        bias = dict(extra.pop("bias"))
+        physical = bias.pop("physical", None)
+        self.biases.load_state_dict(bias)  # first: the ASE engine evaluates its calculator on restore
         self.inner.restore({**data, "extra": extra})
+        if physical is not None:
+            s = self.state
+            self.inner.model._physical = (physical["energy"].to(s.device, s.dtype), physical["forces"].to(s.device, s.dtype))
         self._hills_written = [m.count for m in self._metads()]
         self._truncate_hills()
         self.open_files(self.state.step)

@@ -65,6 +65,9 @@ class MetaD(BiasTerm):
         d = s.unsqueeze(-1) - centers  # [S, H] (shared: broadcast of the one row)
         return (heights * torch.exp(-0.5 * (d / self.sigma) ** 2)).sum(-1)
 
+    def due(self, step: int) -> bool:
+        return step % self.pace == 0
+
     def after_step(self, step: int, s: torch.Tensor, time_fs: float) -> bool:
         if step % self.pace:
             return False

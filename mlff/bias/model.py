@@ -71,7 +71,7 @@ class Biases:
 
     def after_step(self, step: int, positions: torch.Tensor, time_fs: float) -> bool:
         """Deposit hills / attempt exchanges due at ``step``; True when the bias changed (forces need a refresh)."""
-        due = [t for t in self.terms if type(t).after_step is not BiasTerm.after_step]
+        due = [t for t in self.terms if t.due(step)]
         if not due and (self.exchange is None or step % self.exchange.every):
             return False
         with torch.no_grad():

@@ -30,6 +30,10 @@ class BiasTerm:
     def to(self, device, dtype) -> "BiasTerm":
         return self
 
+    def due(self, step: int) -> bool:
+        """Whether ``after_step`` has work at ``step`` (then the CV is evaluated for it)."""
+        return False
+
     def after_step(self, step: int, s: torch.Tensor, time_fs: float) -> bool:
         """Called after every MD step with the CV values [S] at the new positions; True when the bias changed."""
         return False

@@ -31,6 +31,7 @@ __all__ = ["UmbrellaConfig", "load_umbrella_config", "run_umbrella", "window_cen
 XTB = "gfn2-xtb"
 _MD_OWNED = ("structure", "potential", "replicas", "out", "steps")  # set by the umbrella config itself
 _RESUMABLE = ("production_steps", "out")
+METAD_CAPACITY = 4096  # default hills per set: fixed (not from the step count), so a resumed run may run longer
 
 
 @dataclass
@@ -42,7 +43,7 @@ class UmbrellaConfig:
     spring_eV_per_A2: Any = 5.0  # one spring for every window, or one per window (PLUMED RESTRAINT KAPPA)
     exchange_every: int = 0  # steps between replica-exchange attempts (0: none)
     walls: list = field(default_factory=list)  # [{side: upper | lower, at:, kappa:, exp: 2}]
-    metad: dict | None = None  # {sigma:, height_eV:, pace:, biasfactor:, shared: false, capacity:}: metaD, no windows
+    metad: dict | None = None  # {sigma:, height_eV:, pace:, biasfactor:, shared: false, capacity: 4096}: metaD, no windows
     systems: int = 1  # metaD only: walkers (systems) in the batch
     starts: str = "pool"  # pool (nearest pool geometry per centre) | pull (moving restraint from structure) | structure
     pool: str | None = None  # geometry pool (mlff dataset) for starts: pool
@@ -178,11 +179,7 @@ def build_biases(config: UmbrellaConfig, infos: list[dict], temperature_K: float
         unknown = sorted(set(config.metad) - allowed)
         if unknown:
             raise MLFFError(f"metad: unknown key {unknown[0]!r}; expected one of {', '.join(sorted(allowed))}")
-        metad = dict(config.metad)
-        total = config.equilibration_steps + config.production_steps
-        pace = int(metad.get("pace", 500))
-        per = len(infos) if metad.get("shared") else 1
-        metad.setdefault("capacity", max(1, (total // pace + 1) * per))
+        metad = {"capacity": METAD_CAPACITY, **config.metad}
         return Biases(cv, [MetaD(**metad, temperature_K=temperature_K, n_systems=len(infos)), *walls]), "metad"
     centers = window_centers(config.centers_A)
     restraint = HarmonicRestraint(centers, _springs(config.spring_eV_per_A2, len(centers)))
