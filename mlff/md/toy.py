@@ -1,5 +1,5 @@
 """Exactly solvable model potentials for the batched engine: one particle per system, ``model(state) ->
-{"energy": [S], "forces": [N,3]}`` (forces by autograd), and their energies as numpy functions for quadrature.
+{"energy": [S], "forces": [N,3]}`` (analytic forces), and their energies as numpy functions for quadrature.
 
 - ``DoubleWell``: U = barrier [(x/a)^2 - 1]^2 + tilt x/a + k_perp/2 (y^2 + z^2). Along x (the CV) the exact free
   energy is U_x(x) itself (y and z separate): ``DoubleWell.profile_eV(x)``.
@@ -35,19 +35,18 @@ def toy_particles(x_A, *, y_A=0.0, mass_amu: float = 1.008) -> list[Atoms]:
 
 
 class _Toy:
+    """Subclasses give ``_energy_forces(positions [N,3]) -> (per-atom energy [N], forces [N,3])`` analytically
+    (cheap steps for long statistical tests; ``tests/unit/bias`` checks them against autograd)."""
+
     committee_size = 1
 
-    def _energy(self, positions: torch.Tensor) -> torch.Tensor:
+    def _energy_forces(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
     def __call__(self, state) -> dict:
-        with torch.enable_grad():
-            x = state.positions.detach().requires_grad_(True)
-            per_atom = self._energy(x)  # [N]
-            (grad,) = torch.autograd.grad(per_atom.sum(), x)
+        per_atom, forces = self._energy_forces(state.positions)
         energy = torch.zeros(state.n_systems, dtype=state.dtype, device=state.device)
-        energy = energy.index_add(0, state.system_idx, per_atom.detach())
-        return {"energy": energy, "forces": -grad}
+        return {"energy": energy.index_add(0, state.system_idx, per_atom), "forces": forces}
 
     def state_dict(self) -> dict:
         return {}
@@ -62,10 +61,13 @@ class DoubleWell(_Toy):
     def __init__(self, barrier_eV: float = 0.13, a_A: float = 1.0, tilt_eV: float = 0.0, k_perp_eV_per_A2: float = 1.0):
         self.barrier_eV, self.a_A, self.tilt_eV, self.k_perp = float(barrier_eV), float(a_A), float(tilt_eV), float(k_perp_eV_per_A2)
 
-    def _energy(self, positions):
+    def _energy_forces(self, positions):
         u = positions[:, 0] / self.a_A
         perp = 0.5 * self.k_perp * (positions[:, 1] ** 2 + positions[:, 2] ** 2)
-        return self.barrier_eV * (u * u - 1.0) ** 2 + self.tilt_eV * u + perp
+        energy = self.barrier_eV * (u * u - 1.0) ** 2 + self.tilt_eV * u + perp
+        forces = -self.k_perp * positions
+        forces[:, 0] = -(4.0 * self.barrier_eV * u * (u * u - 1.0) + self.tilt_eV) / self.a_A
+        return energy, forces
 
     def profile_eV(self, x_A) -> np.ndarray:
         """The exact free energy along x (eV, up to a constant): U_x(x)."""
@@ -80,13 +82,18 @@ class MuellerBrown(_Toy):
     def __init__(self, scale_eV: float = 0.0012, k_perp_eV_per_A2: float = 1.0):
         self.scale_eV, self.k_perp = float(scale_eV), float(k_perp_eV_per_A2)
 
-    def _energy(self, positions):
+    def _energy_forces(self, positions):
         x, y = positions[:, 0], positions[:, 1]
-        total = 0.5 * self.k_perp * positions[:, 2] ** 2
+        energy = 0.5 * self.k_perp * positions[:, 2] ** 2
+        forces = torch.zeros_like(positions)
+        forces[:, 2] = -self.k_perp * positions[:, 2]
         for a_k, a, b, c, x0, y0 in _MB:
             dx, dy = x - x0, y - y0
-            total = total + self.scale_eV * a_k * torch.exp(a * dx * dx + b * dx * dy + c * dy * dy)
-        return total
+            term = self.scale_eV * a_k * torch.exp(a * dx * dx + b * dx * dy + c * dy * dy)
+            energy = energy + term
+            forces[:, 0] -= term * (2.0 * a * dx + b * dy)
+            forces[:, 1] -= term * (b * dx + 2.0 * c * dy)
+        return energy, forces
 
     def energy_eV(self, x_A, y_A) -> np.ndarray:
         """The xy energy (eV) on numpy arrays (broadcast), for quadratures of exact profiles."""

@@ -100,3 +100,27 @@ def test_biased_batched_step_on_cuda_equals_the_cpu_step():
 
     for a, b in zip(run("cpu"), run("cuda")):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["double well", "mueller-brown"])
+def test_toy_potentials_forces_are_minus_the_gradient_and_match_numpy(name):
+    from mlff.md.state import state_from_atoms
+    from mlff.md.toy import DoubleWell, MuellerBrown, toy_particles
+
+    model = DoubleWell(barrier_eV=0.13, tilt_eV=0.02) if name == "double well" else MuellerBrown()
+    atoms = toy_particles(np.linspace(-1.2, 1.0, 7), y_A=0.6)
+    for k, a in enumerate(atoms):
+        a.positions[0, 1:] += (0.1 * k, -0.05 * k)
+    state = state_from_atoms(atoms)
+    out = model(state)
+    x = state.positions.clone().requires_grad_(True)
+    energy, _ = model._energy_forces(x)
+    (grad,) = torch.autograd.grad(energy.sum(), x)
+    assert torch.allclose(out["forces"], -grad, atol=1e-12)
+    p = state.positions.numpy()
+    if name == "double well":
+        expected = model.profile_eV(p[:, 0]) + 0.5 * (p[:, 1] ** 2 + p[:, 2] ** 2)
+        assert model.profile_eV(1.0) - model.profile_eV(0.0) == pytest.approx(-0.13 + 0.02)
+    else:
+        expected = model.energy_eV(p[:, 0], p[:, 1]) + 0.5 * p[:, 2] ** 2
+    assert np.allclose(out["energy"].numpy(), expected, atol=1e-12)
