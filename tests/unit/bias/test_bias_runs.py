@@ -68,6 +68,13 @@ def test_umbrella_ladder_on_the_double_well_is_read_back(tmp_path):
     assert np.abs(means - run.centers).max() < 0.35
     with_equilibration = read_biased_run(tmp_path / "run", include_equilibration=True)
     assert with_equilibration.step[0] == 0 and with_equilibration.n_samples == 25
+    # without COLVAR the trajectory's observables are the samples (every trajectory_every steps)
+    (tmp_path / "run" / "COLVAR").unlink()
+    sparse = read_biased_run(tmp_path / "run")
+    assert sparse.step.tolist() == [30, 40, 50, 60, 70, 80, 90, 100, 110, 120]
+    rows = [int(np.flatnonzero(run.step == k)[0]) for k in sparse.step]
+    assert np.allclose(sparse.cv, run.cv[rows], atol=1e-10) and (sparse.window == run.window[rows]).all()
+    assert np.allclose(sparse.bias_energy, run.bias_energy[rows], rtol=1e-9, atol=1e-12)
 
 
 def _restart_pair(tmp_path, **changes):
