@@ -136,6 +136,15 @@ class BiasedModel:
         self.model.load_state_dict(data, state)
 
 
+class _NoNeighbors:
+    """What the ASE engine checkpoints of a calculator without an mlff neighbour list (EMT, xTB): nothing."""
+
+    _ref = None
+
+
+_NO_NEIGHBORS = _NoNeighbors()
+
+
 class BiasCalculator(Calculator):
     """ASE calculator of ``biases`` on one structure (float64), added to ``calculator`` when one is given.
     ``biases`` must be bound to one system of len(atoms) atoms (``Biases.bind([n])``)."""
@@ -153,7 +162,7 @@ class BiasCalculator(Calculator):
 
     @property
     def neighbors(self):
-        return self.calculator.neighbors
+        return getattr(self.calculator, "neighbors", _NO_NEIGHBORS)  # other calculators: nothing to checkpoint
 
     @property
     def potential(self):

@@ -156,3 +156,25 @@ def test_cli_reports_bad_umbrella_config_in_one_line(tmp_path, capsys):
     assert main(["umbrella", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("mlff: error: potential 'no-such-potential' not found")
+
+
+def test_restart_of_a_metad_run_in_the_ase_engine_is_bit_for_bit(tmp_path):
+    from ase import Atoms
+    from ase.calculators.emt import EMT
+
+    from mlff.md.ase_model import AseCalculatorModel
+
+    cluster = Atoms("Cu5", positions=[[0, 0, 0], [2.5, 0, 0], [0, 2.5, 0], [0, 0, 2.5], [1.8, 1.8, 1.8]])
+    metad = {"sigma": 0.1, "height_eV": 0.02, "pace": 5, "biasfactor": 6.0}
+    md = {**MD, "engine": "ase", "timestep_fs": 2.0}
+
+    def run(name, steps, resume=False):
+        config = _config(tmp_path, name, cv={"kind": "distance", "atoms": [0, 4]}, centers_A=None, metad=metad,
+                         systems=1, production_steps=steps, md=md)
+        run_umbrella(config, structure=cluster, model=AseCalculatorModel(lambda a: EMT()), show_progress=False,
+                     resume=resume)
+
+    run("full", 100)
+    run("part", 40)
+    run("part", 100, resume=True)
+    _same_run(tmp_path / "full", tmp_path / "part", ["COLVAR", "HILLS.0"])
