@@ -99,21 +99,12 @@ class BiasedEngine:
 
     def checkpoint_parts(self) -> tuple[dict, dict]:
         model, extra = self.inner.checkpoint_parts()
-        bias = self.biases.state_dict()
-        if not self.ase:  # the last physical forces: a bias update after the restart refreshes from them exactly
-            energy, forces = self.inner.model._physical
-            bias["physical"] = {"energy": energy.detach().cpu().clone(), "forces": forces.detach().cpu().clone()}
-        return model, {**extra, "bias": bias}
+        return model, {**extra, "bias": self.biases.state_dict()}
 
     def restore(self, data: dict) -> None:
         extra = dict(data["extra"])
-        bias = dict(extra.pop("bias"))
-        physical = bias.pop("physical", None)
-        self.biases.load_state_dict(bias)  # first: the ASE engine evaluates its calculator on restore
+        self.biases.load_state_dict(extra.pop("bias"))  # first: the ASE engine evaluates its calculator on restore
         self.inner.restore({**data, "extra": extra})
-        if physical is not None:
-            s = self.state
-            self.inner.model._physical = (physical["energy"].to(s.device, s.dtype), physical["forces"].to(s.device, s.dtype))
         self._hills_written = [m.count for m in self._metads()]
         self._truncate_hills()
         self.open_files(self.state.step)

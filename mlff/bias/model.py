@@ -130,10 +130,20 @@ class BiasedModel:
         state.energy.copy_(energy + bias_energy)
 
     def state_dict(self) -> dict:
-        return self.model.state_dict()
+        """The wrapped model's state plus the last physical energy and forces (a bias update right after a restart
+        refreshes the forces from them, exactly as the uninterrupted run does)."""
+        data = dict(self.model.state_dict())
+        if self._physical is not None:
+            data["biased_physical_energy"] = self._physical[0].detach().cpu().clone()
+            data["biased_physical_forces"] = self._physical[1].detach().cpu().clone()
+        return data
 
     def load_state_dict(self, data: dict, state) -> None:
+        data = dict(data)
+        energy, forces = data.pop("biased_physical_energy", None), data.pop("biased_physical_forces", None)
         self.model.load_state_dict(data, state)
+        if energy is not None:
+            self._physical = (energy.to(state.device, state.dtype), forces.to(state.device, state.dtype))
 
 
 class _NoNeighbors:
