@@ -50,6 +50,7 @@ class BiasedEngine:
         self.colvar = None
         self._hills_written = [0 for _ in self._metads()]
         self._sample: dict[str, torch.Tensor] | None = None
+        self.report_progress = False  # run_umbrella: one line per flush with the mean CV of each window
 
     @property
     def state(self):
@@ -111,9 +112,12 @@ class BiasedEngine:
         self._sample = self._observe()
 
     def flush_outputs(self) -> None:
-        """Write the buffered COLVAR rows and the hills deposited since the last flush."""
+        """Write the buffered COLVAR rows and the hills deposited since the last flush (and, with
+        ``report_progress``, one line of the mean CV per window over those rows)."""
         if self.colvar is not None:
-            self.colvar.flush()
+            rows = self.colvar.flush()
+            if rows is not None and self.report_progress:
+                self._report(rows)
         if self.out is None:
             return
         for k, metad in enumerate(self._metads()):
@@ -123,6 +127,21 @@ class BiasedEngine:
                 self._hills_written[k] = metad.count
 
     # -- helpers ----------------------------------------------------------------------------------------
+    def _report(self, rows: dict) -> None:
+        import sys
+
+        import numpy as np
+
+        cv, window = rows["cv"], rows["window"]
+        n = cv.shape[1]
+        if window is None:  # metaD: per system
+            means = cv.mean(0)
+        else:
+            means = np.array([cv[window == w].mean() if (window == w).any() else np.nan for w in range(n)])
+        label = "window" if window is not None else "system"
+        print(f"{self.biases.cv.name} per {label} (mean of steps {rows['step'][0]}-{rows['step'][-1]} of "
+              f"{self.config.steps}): " + " ".join(f"{m:+.2f}" for m in means), file=sys.stderr, flush=True)
+
     def _observe(self) -> dict[str, torch.Tensor]:
         s = self.state
         cv, bias = self.biases.observe(s.positions)

@@ -111,9 +111,10 @@ class ColvarWriter:
         self._rows.append((int(step), float(time_fs), cv.detach().clone(),
                            None if window is None else window.detach().clone(), bias_eV.detach().clone()))
 
-    def flush(self) -> None:
+    def flush(self) -> dict | None:
+        """Write the buffered rows; returns them as arrays (step [k], cv [k,S], window [k,S] or None, bias_eV)."""
         if not self._rows:
-            return
+            return None
         import torch
 
         rows, self._rows = self._rows, []
@@ -129,6 +130,7 @@ class ColvarWriter:
             lines.append(" ".join(parts) + "\n")
         with open(self.path, "a") as handle:
             handle.writelines(lines)
+        return {"step": np.array([r[0] for r in rows]), "cv": cv, "window": window, "bias_eV": bias / EV_TO_KJ_PER_MOL}
 
 
 def read_colvar(path) -> dict[str, np.ndarray]:

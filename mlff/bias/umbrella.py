@@ -357,6 +357,7 @@ def run_umbrella(config: UmbrellaConfig | dict | str | Path, *, resume: bool = F
     else:
         engine = BatchEngine(md_config, structure, potential, model=model, structures=starts)
     biased = BiasedEngine(engine, biases, out=out, colvar_every=config.colvar_every)
+    biased.report_progress = show_progress is not False
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
         write(out / "starts.xyz", [a.copy() for a in starts])
