@@ -80,6 +80,24 @@ def _md(args) -> int:
     return 0
 
 
+def _umbrella(args) -> int:
+    from mlff.bias.umbrella import run_umbrella
+
+    summary = run_umbrella(args.config, resume=args.resume)
+    for row in summary["windows"]:
+        centre = f"centre {row['center']:+.3f}, " if "center" in row else ""
+        acc = row.get("exchange_acceptance_to_next")
+        acc = f", exchange to next {acc:.2f}" if acc is not None else ""
+        mean = "no samples" if row["mean_cv"] is None else f"cv {row['mean_cv']:+.3f} +- {row['std_cv']:.3f}"
+        print(f"window {row['window']:3d}: {centre}{mean} ({row['samples']} samples){acc}")
+    if summary["status"] != "finished":
+        print(f"mlff: {summary['message']}", file=sys.stderr)
+        return 3 if summary["status"] == "stopped" else 75
+    print(f"{summary['systems']} {summary['kind']} system(s), {summary['steps_done']} steps on {summary['device']}: "
+          f"{summary['ms_per_step']:.2f} ms/step; run directory {summary['config']['out']} (read with mlff fes)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlff", description="MACE force fields: potentials, neighbour lists, MD.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("config", help="YAML file of MD settings")
     md.add_argument("--resume", action="store_true", help="continue from the checkpoint in the config's out directory")
     md.set_defaults(run=_md)
+    umbrella = commands.add_parser("umbrella", help="umbrella windows (one batch; replica exchange) or metaD along a "
+                                   "CV, from a YAML config (see README, From a potential to a barrier)")
+    umbrella.add_argument("config", help="YAML file of umbrella settings (e.g. workflows/fdh_umbrella.yaml)")
+    umbrella.add_argument("--resume", action="store_true", help="continue from the checkpoint in the config's out directory")
+    umbrella.set_defaults(run=_umbrella)
     return parser
 
 

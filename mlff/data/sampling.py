@@ -38,7 +38,8 @@ def xi_gradient(positions, xi_atoms) -> tuple:
 
 
 class XiRestraint(Calculator):
-    """Harmonic bias 0.5 k (xi - xi0)^2 on the hydride-transfer coordinate, with analytic forces.
+    """Harmonic bias 0.5 k (xi - xi0)^2 on the hydride-transfer coordinate: the house's one xi restraint
+    (``mlff.bias``: the xi CV and a harmonic restraint, forces by autograd), as an ASE calculator.
 
     Add it to xTB with ``ase.calculators.mixing.SumCalculator([xtb, XiRestraint(...)])``.
     """
@@ -52,12 +53,26 @@ class XiRestraint(Calculator):
                             f"k = {k_eV_per_A2}")
         self.xi_atoms = [int(i) for i in xi_atoms]
         self.xi0_A, self.k_eV_per_A2 = float(xi0_A), float(k_eV_per_A2)
+        self._biases, self._n_atoms = None, None
+
+    def _bias(self, n_atoms: int):
+        from mlff.bias.cv import DistanceDifference
+        from mlff.bias.model import Biases
+        from mlff.bias.restraint import HarmonicRestraint
+
+        if self._n_atoms != n_atoms:
+            self._biases = Biases(DistanceDifference(self.xi_atoms),
+                                  [HarmonicRestraint([self.xi0_A], [self.k_eV_per_A2])]).bind([n_atoms])
+            self._n_atoms = n_atoms
+        return self._biases
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        import torch
+
         super().calculate(atoms, properties, system_changes)
-        xi, grad = xi_gradient(self.atoms.positions, self.xi_atoms)
-        delta = xi - self.xi0_A
-        self.results = {"energy": 0.5 * self.k_eV_per_A2 * delta**2, "forces": -self.k_eV_per_A2 * delta * grad}
+        biases = self._bias(len(self.atoms))
+        energy, forces, _ = biases.evaluate(torch.as_tensor(self.atoms.positions, dtype=torch.float64))
+        self.results = {"energy": float(energy[0]), "forces": forces.numpy()}
 
 
 def _track(iterable, total: int, description: str):

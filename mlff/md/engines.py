@@ -57,16 +57,20 @@ def _jit_mode(device: torch.device):
 
 
 class BatchEngine:
-    """``config.replicas`` copies of ``atoms`` in one batched state, stepped by the torch integrators."""
+    """``config.replicas`` copies of ``atoms`` (or one system per entry of ``structures``, e.g. umbrella windows)
+    in one batched state, stepped by the torch integrators."""
 
-    def __init__(self, config: MDConfig, atoms: Atoms, potential, *, model=None):
-        check_geometry(atoms, f"structure {config.structure}")
+    def __init__(self, config: MDConfig, atoms: Atoms, potential, *, model=None, structures=None):
+        for k, structure in enumerate(structures or [atoms]):
+            check_geometry(structure, f"structure {config.structure}" + (f" system {k}" if structures else ""))
         self.config = config
         device = torch_device(config.device)
         dtype = getattr(torch, config.dtype)
         replicas = []
+        if structures is not None and len(structures) != config.replicas:
+            raise MLFFError(f"{len(structures)} structures given for replicas={config.replicas}")
         for r in range(config.replicas):
-            replica = atoms.copy()
+            replica = (atoms if structures is None else structures[r]).copy()  # one structure per system
             if config.init_velocities:
                 initial_velocities(replica, config.temperature_K, [config.seed, r])
             replicas.append(replica)

@@ -50,7 +50,8 @@ FIELDS = {"position": ("positions", "Angstrom", 1.0),
 OBSERVABLE_UNITS = {"potential_energy": "eV", "kinetic_energy": "eV", "total_energy": "eV", "conserved_energy": "eV",
                     "temperature": "K",
                     "energy_std": "eV", "max_force": "eV Angstrom-1", "max_force_std": "eV Angstrom-1",
-                    "xi": "Angstrom", "volume": "Angstrom3", "pressure": "eV Angstrom-3"}
+                    "xi": "Angstrom", "volume": "Angstrom3", "pressure": "eV Angstrom-3",
+                    "cv": "Angstrom", "bias_energy": "eV", "physical_energy": "eV"}
 # unit attribute -> what a stored value is divided by to get the API's unit (Å, fs, Å/fs, eV/Å)
 _READ_DIVISORS = {"Angstrom": 1.0, "A": 1.0, "nm": 0.1, "pm": 100.0, "fs": 1.0, "ps": 1.0e-3, "ns": 1.0e-6,
                   "Angstrom fs-1": 1.0, "A fs-1": 1.0, "Angstrom ps-1": 1.0e3, "A ps-1": 1.0e3, "nm ps-1": 1.0e2,

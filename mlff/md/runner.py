@@ -59,6 +59,9 @@ def _observables(engine) -> dict[str, torch.Tensor]:
     if s.energy_std is not None:
         obs["energy_std"] = s.energy_std
         obs["max_force_std"] = torch.zeros_like(s.energy).scatter_reduce_(0, s.system_idx, s.forces_std, "amax")
+    extra = getattr(engine, "observables", None)  # biased engines: cv, bias_energy, physical_energy, window
+    if extra is not None:
+        obs.update(extra())
     return obs
 
 
@@ -97,11 +100,17 @@ class _Outputs:
         self.log.flush()
         if self.writer is not None:
             self.writer.flush()
+        flush_engine = getattr(self.engine, "flush_outputs", None)  # biased engines: COLVAR and HILLS files
+        if flush_engine is not None:
+            flush_engine()
 
     def close(self) -> None:
         self.log.flush()
         if self.writer is not None:
             self.writer.close()
+        flush_engine = getattr(self.engine, "flush_outputs", None)
+        if flush_engine is not None:
+            flush_engine()
 
 
 def _checkpoint(path: Path, engine, config: MDConfig) -> Path:

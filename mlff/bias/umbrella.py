@@ -1,0 +1,371 @@
+"""``mlff umbrella CONFIG.yaml``: a ladder of umbrella windows (one system per window, one batch), optionally
+with Hamiltonian replica exchange and walls, or a well-tempered metaD run (``metad:`` instead of windows).
+
+The run directory (``out``) holds what ``mlff.bias.io.read_biased_run`` reads, and the MD runner's files:
+    bias.json       kind, CV, centres and springs, temperature, timestep, colvar_every, equilibration_steps,
+                    terms, exchange, potential, config, provenance; at the end also per-window statistics
+                    and exchange acceptance
+    COLVAR          PLUMED format, every colvar_every steps: time (ps), step, CV per system, window per system
+                    (umbrella), bias per system (kJ/mol)
+    HILLS[.s]       metaD hills (PLUMED format; ``plumed sum_hills`` reads them)
+    trajectory.h5   H5MD frames every md.trajectory_every steps, observables cv, window, bias_energy, physical_energy
+    log.csv, checkpoint.pt (bias state included), run.json, starts.xyz (the start structure of each window)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlff.config import from_dict, load_yaml
+from mlff.errors import MLFFError
+
+__all__ = ["UmbrellaConfig", "load_umbrella_config", "run_umbrella", "window_centers"]
+
+XTB = "gfn2-xtb"
+_MD_OWNED = ("structure", "potential", "replicas", "out", "steps")  # set by the umbrella config itself
+_RESUMABLE = ("production_steps", "out")
+METAD_CAPACITY = 4096  # default hills per set: fixed (not from the step count), so a resumed run may run longer
+
+
+@dataclass
+class UmbrellaConfig:
+    structure: str  # a structure file, or "fdh-cluster:SIZE:STATE"
+    potential: Any = None  # a potential directory / shipped name, "gfn2-xtb" (tblite, reference), or an untrained model config
+    cv: Any = "xi"  # "xi" (from info["xi_atoms"]) or {kind: distance | difference | coordinate | combination, ...}
+    centers_A: Any = None  # a list, or {start:, stop:, spacing:} / {start:, stop:, count:} (inclusive)
+    spring_eV_per_A2: Any = 5.0  # one spring for every window, or one per window (PLUMED RESTRAINT KAPPA)
+    exchange_every: int = 0  # steps between replica-exchange attempts (0: none)
+    walls: list = field(default_factory=list)  # [{side: upper | lower, at:, kappa:, exp: 2}]
+    metad: dict | None = None  # {sigma:, height_eV:, pace:, biasfactor:, shared: false, capacity: 4096}: metaD, no windows
+    systems: int = 1  # metaD only: walkers (systems) in the batch
+    starts: str = "pool"  # pool (nearest pool geometry per centre) | pull (moving restraint from structure) | structure
+    pool: str | None = None  # geometry pool (mlff dataset) for starts: pool
+    pull_steps: int = 2000  # starts: pull: steps of the moving restraint (all windows in one batch)
+    equilibration_steps: int = 1000  # first steps of the run; their samples are left out by read_biased_run
+    production_steps: int = 10000
+    colvar_every: int = 10  # steps between COLVAR rows
+    md: dict = field(default_factory=dict)  # MDConfig keys (engine, integrator, timestep_fs, temperature_K, device, ...)
+    out: str = "out/umbrella"
+
+    def __post_init__(self):
+        for name in ("equilibration_steps", "production_steps", "pull_steps", "exchange_every"):
+            if getattr(self, name) < 0:
+                raise MLFFError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.colvar_every < 1:
+            raise MLFFError(f"colvar_every must be >= 1, got {self.colvar_every}")
+        if self.starts not in ("pool", "pull", "structure"):
+            raise MLFFError(f"starts must be pool, pull or structure, got {self.starts!r}")
+        owned = sorted(set(self.md) & set(_MD_OWNED))
+        if owned:
+            raise MLFFError(f"md: key {owned[0]!r} is set by the umbrella config itself (structure, potential, out, "
+                            "production_steps + equilibration_steps, one system per window)")
+        if self.metad is None and self.centers_A is None:
+            raise MLFFError("give window centres (centers_A) for umbrella sampling, or a metad: section")
+        if self.metad is not None and self.centers_A is not None:
+            raise MLFFError("centers_A and metad are exclusive: one kind of bias per run")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_umbrella_config(source, **overrides) -> UmbrellaConfig:
+    data = dict(source) if isinstance(source, dict) else load_yaml(source)
+    data.update(overrides)
+    return from_dict(UmbrellaConfig, data, "umbrella config" if isinstance(source, dict) else str(source))
+
+
+def window_centers(spec) -> np.ndarray:
+    """Centres [W] from a list or {start, stop, spacing | count} (both ends included)."""
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - {"start", "stop", "spacing", "count"})
+        if unknown or "start" not in spec or "stop" not in spec or ("spacing" in spec) == ("count" in spec):
+            raise MLFFError(f"centers_A: expected a list or {{start, stop, spacing}} or {{start, stop, count}}, got {spec}")
+        start, stop = float(spec["start"]), float(spec["stop"])
+        if "count" in spec:
+            count = int(spec["count"])
+            if count < 1 or (count == 1 and start != stop):
+                raise MLFFError(f"centers_A: count {count} from {start} to {stop} gives no windows (need count >= 2)")
+            return np.linspace(start, stop, count)
+        spacing = float(spec["spacing"])
+        if not spacing > 0 or stop < start:
+            raise MLFFError(f"centers_A: the range {start} to {stop} with spacing {spacing} gives no windows "
+                            "(need stop >= start and spacing > 0)")
+        n = int(np.floor((stop - start) / spacing + 1e-9)) + 1
+        return start + spacing * np.arange(n)
+    centers = np.atleast_1d(np.asarray(spec, dtype=np.float64))
+    if centers.ndim != 1 or len(centers) == 0 or not np.isfinite(centers).all():
+        raise MLFFError(f"centers_A: expected a non-empty list of numbers, got {spec!r}")
+    return centers
+
+
+def _springs(spec, n: int) -> np.ndarray:
+    springs = np.asarray(spec, dtype=np.float64).reshape(-1)
+    if springs.size == 1:
+        springs = np.repeat(springs, n)
+    if springs.size != n:
+        raise MLFFError(f"spring_eV_per_A2: give one spring or one per window ({n}), got {springs.size}")
+    if not (springs > 0).all() or not np.isfinite(springs).all():
+        raise MLFFError(f"spring_eV_per_A2 must be > 0, got {springs.tolist()}")
+    return springs
+
+
+def _md_config(config: UmbrellaConfig, replicas: int):
+    from mlff.md.config import load_md_config
+
+    md = {"integrator": "langevin", "trajectory_every": 100, **config.md}
+    return load_md_config({**md, "structure": config.structure, "out": config.out, "replicas": replicas,
+                           "steps": config.equilibration_steps + config.production_steps,
+                           "potential": None if config.potential == XTB else config.potential})
+
+
+def _potential_label(config: UmbrellaConfig) -> str:
+    p = config.potential
+    if isinstance(p, dict):
+        return "UNTRAINED MACE (random weights): speed only, no chemistry"
+    if p == XTB:
+        return "GFN2-xTB (tblite, ASE calculator per window on the host): the reference level"
+    return f"trained potential {p}"
+
+
+def make_force_model(config: UmbrellaConfig, md_config, atoms):
+    """The physical force model (or potential) the windows run with; says loudly which one it is."""
+    from mlff.md.runner import make_potential
+
+    p = config.potential
+    if p is None:
+        raise MLFFError("potential: name a potential directory or shipped name (e.g. fdh-cluster-small-xtb), "
+                        f"'{XTB}' for the xTB reference, or a model config mapping (untrained, speed only)")
+    print(f"mlff umbrella: POTENTIAL = {_potential_label(config)}", file=sys.stderr)
+    if p == XTB:
+        from mlff.data.sampling import xtb_calculator
+        from mlff.md.ase_model import AseCalculatorModel
+
+        return None, AseCalculatorModel(xtb_calculator, name="GFN2-xTB")
+    if isinstance(p, str):
+        from mlff.models.store import resolve_potential_path
+
+        if not (resolve_potential_path(p) / "potential.json").is_file():
+            raise MLFFError(f"potential {p!r} not found (no {resolve_potential_path(p)}/potential.json): train it "
+                            f"first (mlff train), or set potential: {XTB} for the xTB reference, or a model config "
+                            "mapping for an untrained speed test")
+    return make_potential(md_config, atoms), None
+
+
+def build_biases(config: UmbrellaConfig, infos: list[dict], temperature_K: float, seed: int):
+    """The run's Biases and its kind ("umbrella" or "metad")."""
+    from mlff.bias.cv import cv_from_spec
+    from mlff.bias.exchange import ReplicaExchange
+    from mlff.bias.metad import MetaD
+    from mlff.bias.model import Biases
+    from mlff.bias.restraint import HarmonicRestraint, Wall
+
+    cv = cv_from_spec(config.cv, infos)
+    walls = []
+    for wall in config.walls:
+        wall = dict(wall)
+        unknown = sorted(set(wall) - {"side", "at", "kappa", "exp", "eps"})
+        if unknown or "at" not in wall or "kappa" not in wall:
+            raise MLFFError(f"walls: each wall needs at and kappa (side, exp, eps optional); got {wall}")
+        walls.append(Wall(**wall))
+    if config.metad is not None:
+        allowed = {"sigma", "height_eV", "pace", "biasfactor", "shared", "capacity"}
+        unknown = sorted(set(config.metad) - allowed)
+        if unknown:
+            raise MLFFError(f"metad: unknown key {unknown[0]!r}; expected one of {', '.join(sorted(allowed))}")
+        metad = {"capacity": METAD_CAPACITY, **config.metad}
+        return Biases(cv, [MetaD(**metad, temperature_K=temperature_K, n_systems=len(infos)), *walls]), "metad"
+    centers = window_centers(config.centers_A)
+    restraint = HarmonicRestraint(centers, _springs(config.spring_eV_per_A2, len(centers)))
+    exchange = None
+    if config.exchange_every:
+        exchange = ReplicaExchange(restraint, every=config.exchange_every, temperature_K=temperature_K, seed=seed)
+    return Biases(cv, [restraint, *walls], exchange), "umbrella"
+
+
+# -- start structures -------------------------------------------------------------------------------------
+def _cv_of(cv_spec, atoms_list) -> np.ndarray:
+    """The configured CV of each structure [len] (one batch, no gradients)."""
+    import torch
+
+    from mlff.bias.cv import cv_from_spec
+
+    cv = cv_from_spec(cv_spec, [a.info for a in atoms_list]).bind([len(a) for a in atoms_list])
+    positions = torch.as_tensor(np.concatenate([a.positions for a in atoms_list]), dtype=torch.float64)
+    return cv(positions).numpy()
+
+
+def pool_starts(structure, pool: str, centers: np.ndarray, cv_spec) -> tuple[list, np.ndarray]:
+    """For each centre the pool geometry whose CV is nearest (positions only; the structure's atoms and info)."""
+    from mlff.data.store import Dataset
+
+    path = Path(pool)
+    if not path.is_file():
+        raise MLFFError(f"pool: {path} does not exist (starts: pool needs a geometry pool, e.g. data/fdh-cluster/pool_small.h5)")
+    frames = [f for f in Dataset(path).read()
+              if len(f) == len(structure) and (f.numbers == structure.numbers).all()]
+    if not frames:
+        raise MLFFError(f"pool {path} has no geometry with the atoms of the structure ({structure.get_chemical_formula()})")
+    for f in frames:
+        f.info = dict(structure.info)
+    values = _cv_of(cv_spec, frames)
+    picks = [int(np.argmin(np.abs(values - c))) for c in centers]
+    starts = []
+    for k in picks:
+        atoms = structure.copy()
+        atoms.positions = frames[k].positions
+        starts.append(atoms)
+    return starts, values[picks]
+
+
+def pull_starts(structure, centers, springs, md_config, potential, model, cv_spec, steps: int) -> tuple[list, np.ndarray]:
+    """Moving restraints (PLUMED MOVINGRESTRAINT): every window starts at ``structure``; its centre moves linearly
+    from the structure's CV to the window's centre over 80% of ``steps`` and stays there; all windows in one batch.
+    Returns the last positions (and velocities) of each window."""
+    import torch
+
+    from mlff.bias.cv import cv_from_spec
+    from mlff.bias.model import Biases
+    from mlff.bias.restraint import HarmonicRestraint
+    from mlff.md.engines import BatchEngine
+    from mlff.md.state import state_to_atoms
+
+    n = len(centers)
+    engine = BatchEngine(md_config, structure, potential, model=model, structures=[structure] * n)
+    s0 = float(_cv_of(cv_spec, [structure])[0])
+    restraint = HarmonicRestraint(np.full(n, s0), springs)
+    from mlff.bias.engine import BiasedEngine
+
+    biased = BiasedEngine(engine, Biases(cv_from_spec(cv_spec, [structure.info] * n), [restraint]))
+    target = torch.as_tensor(centers, dtype=restraint.centers.dtype, device=restraint.centers.device)
+    biased.start()
+    ramp = max(1, int(0.8 * steps))
+    for k in range(steps):
+        restraint.centers.copy_(s0 + (target - s0) * min(1.0, (k + 1) / ramp))
+        engine.model.refresh(engine.state)
+        biased.step()
+    values = biased.observables()["cv"].cpu().numpy()
+    starts = []
+    for atoms in state_to_atoms(engine.state):
+        atoms.calc = None
+        atoms.info = dict(structure.info)
+        starts.append(atoms)
+    return starts, values
+
+
+# -- the run ------------------------------------------------------------------------------------------------
+def _check_resume(out: Path, config: UmbrellaConfig) -> None:
+    from mlff.bias.io import BIAS_JSON
+
+    path = out / BIAS_JSON
+    if not path.is_file():
+        raise MLFFError(f"no {path} to resume from: start the run without --resume")
+    saved = json.loads(path.read_text())["config"]
+    current = json.loads(json.dumps(config.to_dict(), default=str))
+    for key in sorted(set(saved) | set(current)):
+        if key not in _RESUMABLE and saved.get(key) != current.get(key):
+            raise MLFFError(f"{path} was written with a different umbrella config (key {key!r} differs); only "
+                            f"{' and '.join(_RESUMABLE)} may change on --resume")
+
+
+def _meta(config, biases, kind, md_config, engine, start_cv) -> dict:
+    from mlff.provenance import provenance
+
+    restraint = biases.restraint
+    metads = [t for t in biases.terms if type(t).__name__ == "MetaD"]
+    return {"kind": kind, "temperature_K": md_config.temperature_K, "timestep_fs": md_config.timestep_fs,
+            "n_systems": engine.state.n_systems, "cv": biases.cv.spec(),
+            "centers": [] if restraint is None else restraint.centers.tolist(),
+            "kappas": [] if restraint is None else restraint.kappas.tolist(),
+            "colvar_every": config.colvar_every, "equilibration_steps": config.equilibration_steps,
+            "terms": [t.spec() for t in biases.terms],
+            "exchange": None if biases.exchange is None else biases.exchange.spec(),
+            "hills_files": engine.hills_files(), "shared_hills": bool(metads and metads[0].shared),
+            "start_cv": [float(v) for v in start_cv], "potential": _potential_label(config),
+            "units": {"COLVAR": "time ps, CV in its unit, bias kJ/mol", "HILLS": "time ps, height kJ/mol (PLUMED)"},
+            "config": json.loads(json.dumps(config.to_dict(), default=str)), "md_config": md_config.to_dict(),
+            "provenance": provenance()}
+
+
+def _window_stats(out: Path, biases) -> list[dict]:
+    from mlff.bias.io import read_biased_run
+
+    run = read_biased_run(out)
+    rates = biases.exchange.acceptance() if biases.exchange is not None else []
+    rows = []
+    for w in range(max(len(run.centers), 1) if run.kind == "umbrella" else run.n_systems):
+        samples = run.samples_of_window(w) if run.kind == "umbrella" else run.cv[:, w]
+        row = {"window": w, "samples": int(len(samples)),
+               "mean_cv": float(samples.mean()) if len(samples) else None,
+               "std_cv": float(samples.std()) if len(samples) else None}
+        if run.kind == "umbrella":
+            row.update(center=float(run.centers[w]), kappa=float(run.kappas[w]))
+            if w < len(rates):
+                row["exchange_acceptance_to_next"] = rates[w]
+        rows.append(row)
+    return rows
+
+
+def run_umbrella(config: UmbrellaConfig | dict | str | Path, *, resume: bool = False, structure=None, model=None,
+                 show_progress: bool | None = None) -> dict:
+    """Run (or resume) the biased windows of ``config``; returns the MD summary plus per-window statistics.
+    ``structure`` / ``model`` replace what the config names (tests: toy models)."""
+    from ase.io import read, write
+
+    from mlff.bias.engine import BiasedEngine
+    from mlff.bias.io import BIAS_JSON
+    from mlff.md.config import read_structure
+    from mlff.md.engines import AseEngine, BatchEngine
+    from mlff.md.runner import run_md
+
+    if not isinstance(config, UmbrellaConfig):
+        config = load_umbrella_config(config)
+    out = Path(config.out)
+    if resume:
+        _check_resume(out, config)
+    structure = structure if structure is not None else read_structure(config.structure)
+    n = config.systems if config.metad is not None else len(window_centers(config.centers_A))
+    md_config = _md_config(config, n)
+    potential = None
+    if model is None:
+        potential, model = make_force_model(config, md_config, structure)
+    biases, kind = build_biases(config, [structure.info] * n, md_config.temperature_K, md_config.seed)
+    if resume:
+        starts = read(out / "starts.xyz", ":")
+        start_cv = json.loads((out / BIAS_JSON).read_text()).get("start_cv", [])
+    elif kind == "metad" or config.starts == "structure":
+        starts, start_cv = [structure.copy() for _ in range(n)], _cv_of(config.cv, [structure] * n)
+    elif config.starts == "pool":
+        if config.pool is None:
+            raise MLFFError("starts: pool needs pool: a geometry pool file (e.g. data/fdh-cluster/pool_small.h5)")
+        starts, start_cv = pool_starts(structure, config.pool, biases.restraint.centers.cpu().numpy(), config.cv)
+    else:
+        starts, start_cv = pull_starts(structure, biases.restraint.centers.cpu().numpy(),
+                                       biases.restraint.kappas.cpu().numpy(), md_config, potential, model,
+                                       config.cv, config.pull_steps)
+    for atoms in starts:
+        atoms.info = dict(structure.info)
+    if md_config.engine == "ase":
+        calculator = model.factory(starts[0]) if hasattr(model, "factory") else None
+        engine = AseEngine(md_config, starts[0], potential, calculator=calculator)
+    else:
+        engine = BatchEngine(md_config, structure, potential, model=model, structures=starts)
+    biased = BiasedEngine(engine, biases, out=out, colvar_every=config.colvar_every)
+    biased.report_progress = show_progress is not False
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        write(out / "starts.xyz", [a.copy() for a in starts])
+        (out / BIAS_JSON).write_text(json.dumps(_meta(config, biases, kind, md_config, biased, start_cv), indent=1,
+                                                default=str) + "\n")
+    summary = run_md(md_config, resume=resume, engine=biased, show_progress=show_progress)
+    meta = json.loads((out / BIAS_JSON).read_text())
+    meta["windows"] = _window_stats(out, biases)
+    meta["status"] = {"md": summary["status"], "step": summary["step"]}
+    (out / BIAS_JSON).write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    return {**summary, "kind": kind, "windows": meta["windows"]}

@@ -1,0 +1,44 @@
+"""The FDH umbrella workflow (24 windows of the small cluster, one batch) on a few steps of an untrained MACE:
+start structures from the pool near each centre, a run directory read_biased_run reads, the potential named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlff.bias.io import read_biased_run
+from mlff.bias.umbrella import load_umbrella_config, run_umbrella, window_centers
+from mlff.config import load_yaml
+from mlff.errors import MLFFError
+
+WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "fdh_umbrella.yaml"
+REPO = WORKFLOW.parents[1]
+
+
+def test_workflow_config_has_24_windows_and_names_its_potential():
+    config = load_umbrella_config(WORKFLOW)
+    centers = window_centers(config.centers_A)
+    assert len(centers) == 24 and centers[0] == -1.6 and centers[-1] == pytest.approx(1.6)
+    assert config.potential == "fdh-cluster-small-xtb" and config.exchange_every > 0
+    if not (REPO / "potentials" / "fdh-cluster-small-xtb" / "potential.json").is_file():
+        with pytest.raises(MLFFError, match="potential 'fdh-cluster-small-xtb' not found"):
+            run_umbrella({**load_yaml(WORKFLOW), "out": "/nonexistent/never-written", "starts": "structure"})
+
+
+@pytest.mark.slow
+def test_fdh_umbrella_workflow_runs_all_windows_in_one_batch(tmp_path, small_config, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)  # the workflow names the pool relative to the repository
+    data = {**load_yaml(WORKFLOW), "potential": dict(small_config), "equilibration_steps": 2, "production_steps": 4,
+            "colvar_every": 2, "out": str(tmp_path / "umbrella")}
+    data["md"] = {**data["md"], "device": "cpu", "trajectory_every": 3, "checkpoint_every": 0}
+    summary = run_umbrella(data, show_progress=False)
+    assert "POTENTIAL = UNTRAINED MACE" in capsys.readouterr().err
+    assert summary["systems"] == 24 and summary["step"] == 6
+    run = read_biased_run(tmp_path / "umbrella")
+    assert run.cv_name == "xi" and run.cv.shape == (2, 24) and run.step.tolist() == [4, 6]
+    meta = json.loads((tmp_path / "umbrella" / "bias.json").read_text())
+    assert np.abs(np.array(meta["start_cv"]) - run.centers).max() < 0.05  # pool geometries near each centre
+    assert "UNTRAINED" in meta["potential"] and len(meta["windows"]) == 24
