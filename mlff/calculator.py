@@ -10,7 +10,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 from mlff.config import check_device
 from mlff.errors import MLFFError
-from mlff.geometry import check_geometry
+from mlff.geometry import MIN_DISTANCE_A, check_geometry
 from mlff.models import Potential, batch_atoms, load_potential
 from mlff.neighbors import VerletNeighborList
 
@@ -30,6 +30,15 @@ def torch_device(device: str) -> torch.device:
         raise MLFFError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s) "
                         f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return torch.device(device)
+
+
+def _closest_pair_A(graph) -> float:
+    """The shortest pair distance (Å) in the graph's neighbour list (inf without pairs)."""
+    i, j = graph.edge_index
+    if i.numel() == 0:
+        return float("inf")
+    vectors = graph.positions[j] - graph.positions[i] + graph.unit_shifts @ graph.cell[0]
+    return float(vectors.detach().norm(dim=-1).min())
 
 
 class MLFFCalculator(Calculator):
@@ -65,7 +74,11 @@ class MLFFCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        check_geometry(self.atoms, "MLFFCalculator")  # refuse, rather than return NaN for a broken structure
+        # refuse, rather than return NaN for a broken structure: the whole check on a new structure or cell; when
+        # only positions moved (MD, optimisers) the closest pair comes from the neighbour list already built
+        moved_only = not set(system_changes) - {"positions"}
+        if not moved_only or not np.isfinite(self.atoms.positions).all():
+            check_geometry(self.atoms, "MLFFCalculator")
         want_stress = "stress" in properties
         if want_stress and not self.atoms.pbc.all():
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
@@ -73,6 +86,8 @@ class MLFFCalculator(Calculator):
                             neighbors=self.neighbors)
         out = self.potential.evaluate(graph, forces=True, stress=want_stress)
         energy = float(out["energy"][0])
+        if moved_only and _closest_pair_A(graph) < MIN_DISTANCE_A:
+            check_geometry(self.atoms, "MLFFCalculator")  # names the overlapping atoms
         if not np.isfinite(energy):
             raise MLFFError(f"MLFFCalculator: the potential returned energy {energy} for this structure")
         self.results = {"energy": energy, "free_energy": energy, "forces": out["forces"].cpu().numpy()}
