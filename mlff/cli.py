@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("config", help="YAML file of MD settings")
     md.add_argument("--resume", action="store_true", help="continue from the checkpoint in the config's out directory")
     md.set_defaults(run=_md)
+    from mlff.fes.cli import add_fes_command
+
+    add_fes_command(commands)
     return parser
 
 

@@ -7,7 +7,6 @@ All free energies here are in kT (dimensionless) unless a name says otherwise.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +37,7 @@ def locate(centers: np.ndarray, f: np.ndarray, reactant, product, ts_region=None
     for name, region in names.items():
         mask = _inside(centers, region) & finite
         if not mask.any():
-            lo, hi = (("-inf" if math.isinf(v) else f"{v:g}") for v in region)
+            lo, hi = (f"{v:g}" for v in region)  # -inf / inf for open ends
             raise MLFFError(f"no profile bins in the {name} region {cv} in [{lo}, {hi}] {unit} (the profile covers "
                             f"[{np.nanmin(centers[finite]):.3g}, {np.nanmax(centers[finite]):.3g}] {unit}); set "
                             f"--{name} LO HI to a region the windows sample")

@@ -25,7 +25,7 @@ def double_well(x, barrier_kT=5.0, tilt_kT=1.0):
 
 
 def mueller_brown_like(x, y):
-    """A Mueller-Brown-like 2D surface in eV (three Gaussian wells and a ridge, scaled to a few kT)."""
+    """A Mueller-Brown-like 2D surface in eV (the four Gaussian terms of Mueller-Brown with A in kT: wells of about -10 kT)."""
     A = np.array([-10.0, -5.0, -8.5, 0.75])
     a = np.array([-1.0, -1.0, -6.5, 0.7])
     b = np.array([0.0, 0.0, 11.0, 0.6])
@@ -35,7 +35,7 @@ def mueller_brown_like(x, y):
     x = np.asarray(x, np.float64)[..., None]
     y = np.asarray(y, np.float64)[..., None]
     dx, dy = x - x0, y - y0
-    return 0.5 * KT * np.sum(A * np.exp(a * dx ** 2 + b * dx * dy + c * dy ** 2), axis=-1)
+    return KT * np.sum(A * np.exp(a * dx ** 2 + b * dx * dy + c * dy ** 2), axis=-1)
 
 
 class GridSampler:
@@ -85,8 +85,10 @@ def umbrella_run(U_1d, centers, kappa_eV_A2, n_per_window, *, seed=0, phi=0.0, t
     kappas = np.full(centers.size, float(kappa_eV_A2))
     columns = []
     for c, k in zip(centers, kappas):
-        bias = 0.5 * k * (x - c) ** 2
-        sampler = GridSampler(x, U_1d(x) + bias) if sampler_factory is None else sampler_factory(bias)
+        if sampler_factory is None:
+            sampler = GridSampler(x, U_1d(x) + 0.5 * k * (x - c) ** 2)
+        else:
+            sampler = sampler_factory(c, k)
         series = sampler.correlated(rng, n_per_window, phi) if phi > 0 else sampler.independent(rng, n_per_window)
         if transient:
             series[:transient] += 1.0 * np.exp(-np.arange(transient) / (transient / 5.0))
@@ -101,7 +103,7 @@ def umbrella_run(U_1d, centers, kappa_eV_A2, n_per_window, *, seed=0, phi=0.0, t
                      provenance={"source": "tests/unit/fes/fes_surfaces.py"})
 
 
-def mueller_brown_sampler_factory(y_grid=(-0.8, 2.3, 801), x_grid=(-3.0, 3.0, 60001)):
+def mueller_brown_sampler_factory(y_grid=(-0.8, 2.3, 621), x_grid=(-1.9, 1.4, 6601)):
     """Samplers of the marginal density of x (the CV) under a 1D bias, from the 2D Mueller-Brown-like surface:
     the y integral is done on a grid (exact up to it), so sampling x and then y | x is exact sampling in 2D."""
     x = np.linspace(*x_grid[:2], int(x_grid[2]))
@@ -111,8 +113,8 @@ def mueller_brown_sampler_factory(y_grid=(-0.8, 2.3, 801), x_grid=(-3.0, 3.0, 60
     marginal = trapezoid(np.exp(-(U2 - shift) / KT), y, axis=1)  # [X]
     F_x = -KT * np.log(marginal)  # exact 1D free energy of the CV, eV (up to a constant)
 
-    def factory(bias):
-        return GridSampler(x, F_x + bias)
+    def factory(center, kappa):
+        return GridSampler(x, F_x + 0.5 * kappa * (x - center) ** 2)
 
     def F(xq):
         return np.interp(xq, x, F_x)
