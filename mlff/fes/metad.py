@@ -10,7 +10,8 @@ long-time bias is V(s) = -(1 - 1/gamma) F(s), so
 
 (Tiwary & Parrinello, J. Phys. Chem. B 119, 736 (2015)); F(bin) = -kT ln sum_t w_t [s_t in bin] on samples after
 a discarded transient, with a block bootstrap over contiguous time blocks for the error bars. V(s_t, t) is the
-bias the run recorded (BiasedRun.bias_energy). Hills with system -1 are shared by every system (multiple
+bias the run recorded (BiasedRun.bias_energy), and c(t) is computed from the hills added strictly before t (the
+bias at step t is evaluated before that step's hill is added, as in PLUMED's COLVAR). Hills with system -1 are shared by every system (multiple
 walkers); per-system hills make one bias per system, and the hills profile is their mean with the spread of the
 walkers as error. All free energies in kT here.
 """

@@ -20,7 +20,7 @@ def _log_weights(run, hills, groups, grid, kT, start: int) -> np.ndarray:
     log_w = np.full(run.cv[start:].shape, np.nan)
     for systems, mask in groups:
         c = ct_offsets(grid, hills, mask, kT)
-        n_hills = np.searchsorted(hills["time_fs"][mask], run.time_fs[start:], side="right")
+        n_hills = np.searchsorted(hills["time_fs"][mask], run.time_fs[start:], side="left")  # added before t
         for s in systems:
             log_w[:, s] = (run.bias_energy[start:, s] - c[n_hills]) / kT
     return log_w

@@ -120,3 +120,36 @@ def mueller_brown_sampler_factory(y_grid=(-0.8, 2.3, 621), x_grid=(-1.9, 1.4, 66
         return np.interp(xq, x, F_x)
 
     return factory, F
+
+
+def wt_metad_run(U_1d, n_samples, *, sigma=0.1, height_kT=0.5, biasfactor=8.0, n_systems=1, per_system=True,
+                 seed=0, grid=(-2.4, 2.4, 2401)) -> BiasedRun:
+    """Well-tempered metaD in the adiabatic limit, sampled exactly: at every sample t each system draws s_t from
+    exp(-(U + V_t)/kT) (inverse CDF on a grid), records V_t(s_t), then adds a hill at s_t of height
+    h0 exp(-V_t(s_t) / ((gamma - 1) kT)) to its own bias (per_system) or to one shared bias."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(*grid[:2], int(grid[2]))
+    U = U_1d(x)
+    n_bias = n_systems if per_system else 1
+    V = np.zeros((n_bias, x.size))
+    cv = np.zeros((n_samples, n_systems))
+    bias_energy = np.zeros_like(cv)
+    hills = {k: [] for k in ("time_fs", "center", "sigma", "height_eV", "system")}
+    time_fs = np.arange(n_samples) * 50.0
+    for t in range(n_samples):
+        for s in range(n_systems):
+            b = s if per_system else 0
+            cv[t, s] = GridSampler(x, U + V[b]).independent(rng, 1)[0]
+            bias_energy[t, s] = np.interp(cv[t, s], x, V[b])
+        for s in range(n_systems):  # deposit after every system has sampled (a shared bias is updated once per walker)
+            b = s if per_system else 0
+            h = height_kT * KT * np.exp(-np.interp(cv[t, s], x, V[b]) / ((biasfactor - 1.0) * KT))
+            V[b] += h * np.exp(-0.5 * ((x - cv[t, s]) / sigma) ** 2)
+            for key, value in (("time_fs", time_fs[t]), ("center", cv[t, s]), ("sigma", sigma), ("height_eV", h),
+                               ("system", s if per_system else -1)):
+                hills[key].append(value)
+    hills = {k: np.asarray(v) for k, v in hills.items()}
+    hills["biasfactor"] = biasfactor
+    return BiasedRun(kind="metad", temperature_K=T_K, cv_name="xi", cv_unit="A", step=np.arange(n_samples) * 100,
+                     time_fs=time_fs, cv=cv, window=np.zeros_like(cv, dtype=int), bias_energy=bias_energy, hills=hills,
+                     provenance={"source": "tests/unit/fes/fes_surfaces.py:wt_metad_run"})
