@@ -100,11 +100,12 @@ def _overlap(analysis: Analysis, path: Path) -> None:
         if p["poor"]:
             i, j = (position[w] for w in p["windows"])
             ax.add_patch(Rectangle((min(i, j) - 0.5, min(i, j) - 0.5), 2, 2, fill=False, ec="red", lw=2))
-    ticks = np.arange(len(order))
-    ax.set_xticks(ticks[:: max(1, len(order) // 12)])
-    ax.set_yticks(ticks[:: max(1, len(order) // 12)])
-    ax.set_xlabel("window (sorted by centre)")
-    ax.set_ylabel("window")
+    ticks = np.arange(len(order))[:: max(1, len(order) // 12)]
+    labels = [f"{analysis.windows[order[i]]['center']:.2f}" for i in ticks]
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=7)
+    ax.set_yticks(ticks, labels, fontsize=7)
+    ax.set_xlabel(f"window centre ({analysis.cv_name}, {analysis.cv_unit})")
+    ax.set_ylabel(f"window centre ({analysis.cv_name}, {analysis.cv_unit})")
     ax.set_title(f"MBAR overlap; red: neighbours below {o['threshold']:g}", fontsize=9)
     fig.savefig(path, dpi=130)
 
