@@ -32,6 +32,9 @@ def analyse(run, config: FESConfig | None = None) -> Analysis:
     if run.kind == "metad":
         from mlff.fes.metad_analysis import analyse_metad
 
+        if config.single_points:
+            raise MLFFError("single-point reweighting (single_points) is implemented for umbrella runs only")
+
         return analyse_metad(run, config)
     raise MLFFError(f"run kind {run.kind!r}; expected 'umbrella' or 'metad'")
 

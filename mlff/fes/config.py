@@ -45,6 +45,7 @@ class FESConfig:
     metad_discard_fraction: float = 0.2  # metaD reweighting: leading fraction of the samples dropped (transient)
     metad_blocks: int = 10  # metaD reweighting: contiguous blocks for the block bootstrap
     metad_grid: int = 400  # metaD: points of the grid the hills are summed on
+    single_points: str | None = None  # umbrella: CSV of E_target - E_reference on frames, to reweight to that level
     plots: bool = True
 
     def __post_init__(self):

@@ -100,7 +100,7 @@ def analyse_metad(run, config: FESConfig | None = None) -> Analysis:
                          "block bootstrap" if rows is not None else "none", None, counts, edges)
     F_hills, hills_error = _hills_profiles(bin_cv, hills, groups, kT)
     from_hills = Profile("metaD from the hills (-(gamma/(gamma-1)) V(s, t_end))", bin_cv, F_hills, hills_error,
-                         "spread of walkers" if len(groups) > 1 else "none")
+                         "spread of walkers" if len(groups) > 1 else "none", key="F_hills")
     barrier = _barrier(bin_cv, f, rows, config, run)
     hills_marks = locate(bin_cv, F_hills, config.reactant, config.product, config.ts_region)
     w = np.exp(log_w[np.isfinite(log_w)] - np.nanmax(log_w))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mlff.fes.result import Analysis
-from mlff.fes.units import eyring_rate_per_s, kT_kcal_per_mol
+from mlff.fes.units import EV_TO_KCAL_PER_MOL, eyring_rate_per_s, kT_kcal_per_mol
 
 __all__ = ["fes_document", "write_json", "write_csv", "summary_lines"]
 
@@ -121,6 +121,19 @@ def fes_document(analysis: Analysis, config: dict, provenance: dict) -> dict:
                         "effective_sample_size": e["effective_sample_size"],
                         "from_hills": {k: {"value": v * kcal, "unit": "kcal/mol"} for k, v in e["hills_barrier_kT"].items()},
                         "from_hills_cv_transition_state": {"value": e["hills_cv_ts"], "unit": analysis.cv_unit}}
+    level = analysis.extra.get("level")
+    if level:
+        doc["level_reweighting"] = {
+            "method": "MBAR weights of the frames times exp(-(E_target - E_reference)/kT) (FEP through MBAR)",
+            "source": level["source"], "n_frames": level["n_frames"], "windows_used": level["windows_used"],
+            "effective_sample_size": level["ess_target"], "effective_sample_size_reference": level["ess_reference"],
+            "delta_A": {"value": level["delta_A_eV"] * EV_TO_KCAL_PER_MOL, "unit": "kcal/mol",
+                        "note": "-kT ln <exp(-dE/kT)> over the unbiased reference ensemble"},
+            "cv_transition_state": {"value": level["cv_ts"], "unit": analysis.cv_unit},
+            **{("reaction_free_energy" if k == "reaction" else k): {"value": v * kcal,
+                                                                    "error": level["errors_kT"][k] * kcal,
+                                                                    "error_method": "bootstrap", "unit": "kcal/mol"}
+               for k, v in level["values_kT"].items()}}
     doc["config"] = config
     doc["provenance"] = {"run": analysis.provenance, "analysis": provenance}
     return _clean(doc)
@@ -136,7 +149,8 @@ def write_csv(analysis: Analysis, path: Path) -> None:
     main, *others = analysis.profiles
     header = [f"cv_{analysis.cv_unit}", "F_kcal_per_mol", "error_analytic_kcal_per_mol",
               f"error_{main.error_method.replace(' ', '_')}_kcal_per_mol", "counts"]
-    header += [f"F_{i + 2}_kcal_per_mol" for i in range(len(others))]
+    for p in others:
+        header += [f"{p.key}_kcal_per_mol", f"error_{p.key}_kcal_per_mol"]
     n = main.cv.size
     analytic = main.error_analytic_kT if main.error_analytic_kT is not None else np.full(n, np.nan)
     counts = main.counts if main.counts is not None else np.zeros(n, int)
@@ -147,7 +161,7 @@ def write_csv(analysis: Analysis, path: Path) -> None:
         for i in range(n):
             row = [f"{main.cv[i]:.6g}"] + [("nan" if not np.isfinite(v) else f"{v * kcal:.6g}")
                                            for v in (main.f_kT[i], analytic[i], main.error_kT[i])] + [int(counts[i])]
-            row += [("nan" if not np.isfinite(p.f_kT[i]) else f"{p.f_kT[i] * kcal:.6g}") for p in others]
+            row += [("nan" if not np.isfinite(v) else f"{v * kcal:.6g}") for p in others for v in (p.f_kT[i], p.error_kT[i])]
             writer.writerow(row)
 
 
@@ -181,5 +195,11 @@ def summary_lines(analysis: Analysis, doc: dict) -> list[str]:
         lines.append(f"  from the hills: barrier {m['from_hills']['barrier_forward']['value']:.2f}, reaction "
                      f"{m['from_hills']['reaction']['value']:.2f} kcal/mol; reweighting ESS "
                      f"{m['effective_sample_size']:.0f} of {m['n_samples_used']} samples")
+    if "level_reweighting" in doc:
+        lv = doc["level_reweighting"]
+        err = lv["barrier_forward"]["error"]
+        lines.append(f"  at the single-point level: barrier {lv['barrier_forward']['value']:.2f}"
+                     f"{'' if err is None else f' ± {err:.2f}'}, reaction {lv['reaction_free_energy']['value']:.2f} "
+                     f"kcal/mol; ESS {lv['effective_sample_size']:.0f} of {lv['n_frames']} frames")
     lines += [f"  warning: {w}" for w in analysis.warnings]
     return lines

@@ -19,6 +19,7 @@ class Profile:
     error_analytic_kT: np.ndarray | None = None  # [B] MBAR asymptotic error (normalisation reference)
     counts: np.ndarray | None = None  # [B] samples per bin
     edges: np.ndarray | None = None  # [B+1] bin edges when the profile is a histogram
+    key: str = "F"  # column name in fes.csv (F, F_hills, F_target_level)
 
 
 @dataclass

@@ -145,6 +145,12 @@ def analyse_umbrella(run, config: FESConfig | None = None) -> Analysis:
     """The MBAR analysis of an umbrella BiasedRun (see the module docstring)."""
     config = config or FESConfig()
     check_umbrella_run(run)
+    points = None
+    if config.single_points:  # bad single points fail before the long part
+        from mlff.fes.levels import frames_of, read_single_points
+
+        points = read_single_points(config.single_points)
+        frames_of(run, points)
     beta = 1.0 / kT_eV(run.temperature_K)
     windows = window_samples(run, equilibration=config.equilibration, subsample=config.subsample,
                              min_samples=config.min_samples_per_window)
@@ -163,6 +169,7 @@ def analyse_umbrella(run, config: FESConfig | None = None) -> Analysis:
                       sigma_analytic, counts, edges)
     barrier = _barrier(bin_cv, f, cov, boot, config, run)
     warnings = _warnings(overlap, config, windows, run)
+    level = _level(run, points, edges, bin_cv, config, beta, warnings) if points is not None else None
     convergence = _convergence(windows, fit, edges, bin_cv, config, beta, run)
     extra_samples = [w.samples for w in windows]
     table = [{"window": w.index, "center": w.center, "kappa_eV_per_unit2": w.kappa, "n_samples": int(w.series.size),
@@ -171,11 +178,36 @@ def analyse_umbrella(run, config: FESConfig | None = None) -> Analysis:
                  f"(equilibration: {config.equilibration}, subsampled by g: {config.subsample}); histogram profile on "
                  f"{config.bins} bins; errors: {config.n_bootstraps} bootstrap resamples per window (seed "
                  f"{config.seed}) and MBAR asymptotic covariance")
-    return Analysis("umbrella", float(run.temperature_K), run.cv_name, run.cv_unit, estimator, [profile], barrier,
+    profiles = [profile] + ([level.pop("profile")] if level else [])
+    return Analysis("umbrella", float(run.temperature_K), run.cv_name, run.cv_unit, estimator, profiles, barrier,
                     warnings, table, overlap, convergence,
                     {"f_k_kT": fit.f_k.tolist(), "f_normalised_kT": f, "bootstrap_f_kT": boot,
-                     "window_samples": extra_samples, "n_decorrelated": int(fit.x_n.size)},
+                     "window_samples": extra_samples, "n_decorrelated": int(fit.x_n.size), "level": level},
                     dict(run.provenance))
+
+
+def _level(run, points, edges, bin_cv, config: FESConfig, beta: float, warnings: list[str]) -> dict:
+    """The profile reweighted to the level of theory of the single ``points`` and its numbers (kT)."""
+    from mlff.fes.levels import reweight_to_level
+
+    out = reweight_to_level(run, points, edges, beta, config.n_bootstraps, config.seed)
+    f, rows = out["f_target"], out["bootstrap"]
+    error = np.nanstd(rows, axis=0, ddof=1) if rows is not None else np.full(f.size, np.nan)
+    out["profile"] = Profile(f"MBAR + FEP to the single-point level ({out['n_frames']} frames)", bin_cv,
+                             f - np.nanmin(f), error, "bootstrap" if rows is not None else "none",
+                             None, out["counts"], edges, key="F_target_level")
+    marks = locate(bin_cv, f, config.reactant, config.product, config.ts_region, cv=run.cv_name, unit=run.cv_unit)
+    out["values_kT"] = barrier_numbers(f, marks)
+    out["cv_ts"] = float(bin_cv[marks.ts])
+    out["errors_kT"] = {k: float("nan") for k in out["values_kT"]}
+    if rows is not None:
+        boot = barrier_numbers_rows(bin_cv, rows, config.reactant, config.product, config.ts_region)
+        out["errors_kT"] = {k: float(np.nanstd(boot[k], ddof=1)) for k in out["values_kT"]}
+    if out["ess_target"] < max(30.0, 0.1 * out["n_frames"]):
+        warnings.append(f"reweighting to the single-point level keeps an effective sample size of "
+                        f"{out['ess_target']:.0f} of {out['n_frames']} frames: the two levels sample different "
+                        "configurations and the target profile is an extrapolation; sample at the target level")
+    return out
 
 
 def _warnings(overlap: dict, config: FESConfig, windows, run) -> list[str]:

@@ -97,3 +97,22 @@ def test_bad_input_is_one_clear_line(tmp_path, monkeypatch, capsys):
     config.write_text("bins: 30\nbootstrap: 5\n")
     _one_line_error(capsys, ["fes", str(tmp_path), "--config", str(config)], "unknown key 'bootstrap'")
     _one_line_error(capsys, ["fes", str(tmp_path), "--bootstraps", "3"], "n_bootstraps = 3")
+
+
+def test_single_points_through_the_cli(tmp_path, monkeypatch, capsys):
+    run = umbrella_run(double_well, np.linspace(-1.5, 1.5, 9), 0.65, 400, seed=6)
+    _serve(monkeypatch, run)
+    points = tmp_path / "sp.csv"
+    with open(points, "w") as handle:
+        handle.write("step,system,target_energy_eV,reference_energy_eV\n")
+        for t in range(0, run.n_samples, 4):
+            for s in range(run.n_systems):
+                handle.write(f"{run.step[t]},{s},{-100.0 + 0.01 * run.cv[t, s]},-100.0\n")
+    assert main(["fes", str(tmp_path), "--bootstraps", "10", "--no-plots", "--single-points", str(points)]) == 0
+    assert "at the single-point level: barrier" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "fes" / "fes.json").read_text())
+    level = doc["level_reweighting"]
+    assert level["n_frames"] == 9 * 100 and level["barrier_forward"]["unit"] == "kcal/mol"
+    assert 0 < level["effective_sample_size"] <= 900
+    header = (tmp_path / "fes" / "fes.csv").read_text().splitlines()[1].split(",")
+    assert header[-2:] == ["F_target_level_kcal_per_mol", "error_F_target_level_kcal_per_mol"]
