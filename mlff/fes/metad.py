@@ -9,7 +9,7 @@ long-time bias is V(s) = -(1 - 1/gamma) F(s), so
                       c(t) = kT ln [ int exp(gamma/(gamma-1) beta V(s,t)) ds / int exp(beta V(s,t)/(gamma-1)) ds ]
 
 (Tiwary & Parrinello, J. Phys. Chem. B 119, 736 (2015)); F(bin) = -kT ln sum_t w_t [s_t in bin] on samples after
-a discarded transient, with a block bootstrap over contiguous time blocks for the error bars. V(s_t, t) is the
+a discarded transient, with a bootstrap over contiguous time blocks of each system for the error bars. V(s_t, t) is the
 bias the run recorded (BiasedRun.bias_energy), and c(t) is computed from the hills added strictly before t (the
 bias at step t is evaluated before that step's hill is added, as in PLUMED's COLVAR). Hills with system -1 are shared by every system (multiple
 walkers); per-system hills make one bias per system, and the hills profile is their mean with the spread of the
@@ -110,8 +110,9 @@ def ct_offsets(grid, hills: dict, mask: np.ndarray, kT: float, chunk: int = 256)
 def reweighted_profile(cv: np.ndarray, log_w: np.ndarray, edges: np.ndarray, blocks: int, n_bootstraps: int,
                        seed: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """``(f [B], rows [n_bootstraps, B] or None, counts [B])``: -ln p of each bin (kT, p normalised over the bins)
-    from weighted samples ``cv`` [T, S], ``log_w`` [T, S] in time order; the rows resample ``blocks`` contiguous
-    time blocks with replacement (a block bootstrap: blocks longer than the correlation time keep it honest)."""
+    from weighted samples ``cv`` [T, S], ``log_w`` [T, S] in time order; the rows resample the ``blocks`` x S units
+    (a contiguous time block of one system) with replacement: a block bootstrap (blocks longer than the correlation
+    time keep it honest) that also sees the spread between walkers."""
     B = len(edges) - 1
     T = cv.shape[0]
     index = np.digitize(cv, edges) - 1
@@ -122,8 +123,8 @@ def reweighted_profile(cv: np.ndarray, log_w: np.ndarray, edges: np.ndarray, blo
     w = np.where(inside, np.exp(np.where(inside, log_w, top) - top), 0.0)
     bins = np.where(inside, index, 0)
     bounds = np.linspace(0, T, blocks + 1).astype(int)
-    mass = np.stack([np.bincount(bins[a:b].ravel(), weights=w[a:b].ravel(), minlength=B)
-                     for a, b in zip(bounds[:-1], bounds[1:])])  # [blocks, B]
+    mass = np.stack([np.bincount(bins[a:b, s], weights=w[a:b, s], minlength=B)
+                     for a, b in zip(bounds[:-1], bounds[1:]) for s in range(cv.shape[1])])  # [blocks * S, B]
     counts = np.bincount(bins[inside].ravel(), minlength=B)
 
     def minus_log_p(m):
@@ -135,5 +136,6 @@ def reweighted_profile(cv: np.ndarray, log_w: np.ndarray, edges: np.ndarray, blo
     rows = None
     if n_bootstraps:
         rng = np.random.default_rng(seed)
-        rows = np.stack([minus_log_p(mass[rng.integers(0, blocks, blocks)].sum(axis=0)) for _ in range(n_bootstraps)])
+        units = mass.shape[0]
+        rows = np.stack([minus_log_p(mass[rng.integers(0, units, units)].sum(axis=0)) for _ in range(n_bootstraps)])
     return minus_log_p(mass.sum(axis=0)), rows, counts

@@ -34,6 +34,16 @@ def _hills_profiles(bin_cv, hills, groups, kT, t_end=None) -> tuple[np.ndarray, 
     return mean - mean.min(), error
 
 
+def _walker_errors(bin_cv, hills, groups, kT, config) -> dict | None:
+    """Standard errors (kT) of the hills barrier numbers over independent biases (None with one bias)."""
+    if len(groups) < 2:
+        return None
+    rows = np.stack([hills_profile(bin_cv, hills, mask, kT) for _, mask in groups])
+    values = barrier_numbers_rows(bin_cv, rows, config.reactant, config.product, config.ts_region)
+    return {k: float(np.nanstd(values[k], ddof=1) / np.sqrt(len(groups))) for k in ("barrier_forward",
+                                                                                   "barrier_reverse", "reaction")}
+
+
 def _check(run) -> None:
     if run.kind != "metad":
         raise MLFFError(f"run kind {run.kind!r}: metaD analysis expects kind 'metad'")
@@ -58,7 +68,7 @@ def _barrier(bin_cv, f, rows, config, run) -> BarrierEstimate:
                            float(bin_cv[marks.product]), None, boot, ts_error)
 
 
-def _convergence(bin_cv, hills, groups, kT, config, run) -> dict:
+def _convergence(bin_cv, hills, groups, kT, config) -> dict:
     t_last = float(hills["time_fs"].max())
     out = {"fractions": list(config.slice_fractions), "time_fs": [], "hills": []}
     for fraction in config.slice_fractions:
@@ -103,24 +113,26 @@ def analyse_metad(run, config: FESConfig | None = None) -> Analysis:
                          "spread of walkers" if len(groups) > 1 else "none", key="F_hills")
     barrier = _barrier(bin_cv, f, rows, config, run)
     hills_marks = locate(bin_cv, F_hills, config.reactant, config.product, config.ts_region)
+    hills_errors = _walker_errors(bin_cv, hills, groups, kT, config)
     w = np.exp(log_w[np.isfinite(log_w)] - np.nanmax(log_w))
     ess = float(w.sum() ** 2 / (w ** 2).sum())
-    extra = {"hills_barrier_kT": barrier_numbers(F_hills, hills_marks), "hills_cv_ts": float(bin_cv[hills_marks.ts]),
+    extra = {"hills_barrier_kT": barrier_numbers(F_hills, hills_marks), "hills_barrier_error_kT": hills_errors,
+             "hills_cv_ts": float(bin_cv[hills_marks.ts]),
              "effective_sample_size": ess, "n_samples_used": int(np.isfinite(log_w).sum()),
              "biasfactor": hills["gamma"], "n_hills": int(hills["time_fs"].size), "n_biases": len(groups),
              "discarded_samples": start, "f_normalised_kT": f}
-    warnings = _warnings(barrier, extra, run)
+    warnings = _warnings(barrier, extra)
     estimator = (f"well-tempered metaD (bias factor {hills['gamma']:g}, {extra['n_hills']} hills, {len(groups)} "
                  f"bias(es)): primary profile by Tiwary-Parrinello c(t) reweighting of the samples after the first "
                  f"{config.metad_discard_fraction:.0%}, histogram on {config.bins} bins, errors by a bootstrap of "
-                 f"{config.metad_blocks} time blocks ({config.n_bootstraps} resamples, seed {config.seed}); second "
-                 "profile from the final bias of the hills")
+                 f"{config.metad_blocks} time blocks per system ({config.n_bootstraps} resamples, seed {config.seed}); "
+                 "second profile from the final bias of the hills (errors: spread of independent walkers)")
     return Analysis("metad", float(run.temperature_K), run.cv_name, run.cv_unit, estimator, [reweighted, from_hills],
-                    barrier, warnings, [], None, _convergence(bin_cv, hills, groups, kT, config, run), extra,
+                    barrier, warnings, [], None, _convergence(bin_cv, hills, groups, kT, config), extra,
                     dict(run.provenance))
 
 
-def _warnings(barrier: BarrierEstimate, extra: dict, run) -> list[str]:
+def _warnings(barrier: BarrierEstimate, extra: dict) -> list[str]:
     out = []
     if extra["effective_sample_size"] < 100:
         out.append(f"reweighting keeps an effective sample size of only {extra['effective_sample_size']:.0f}: the "

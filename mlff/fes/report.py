@@ -17,10 +17,6 @@ from mlff.fes.units import EV_TO_KCAL_PER_MOL, eyring_rate_per_s, kT_kcal_per_mo
 
 __all__ = ["fes_document", "write_json", "write_csv", "summary_lines"]
 
-_NAMES = {"barrier_forward": "barrier (forward)", "barrier_reverse": "barrier (reverse)",
-          "reaction": "reaction free energy"}
-
-
 def _clean(value):
     """JSON-safe: numpy to Python, NaN/inf to None."""
     if isinstance(value, dict):
@@ -119,7 +115,11 @@ def fes_document(analysis: Analysis, config: dict, provenance: dict) -> dict:
         doc["metad"] = {"biasfactor": e["biasfactor"], "n_hills": e["n_hills"], "n_biases": e["n_biases"],
                         "discarded_samples": e["discarded_samples"], "n_samples_used": e["n_samples_used"],
                         "effective_sample_size": e["effective_sample_size"],
-                        "from_hills": {k: {"value": v * kcal, "unit": "kcal/mol"} for k, v in e["hills_barrier_kT"].items()},
+                        "from_hills": {k: {"value": v * kcal, "unit": "kcal/mol",
+                                           "error": None if e["hills_barrier_error_kT"] is None else
+                                           e["hills_barrier_error_kT"][k] * kcal,
+                                           "error_method": "spread of independent walkers"}
+                                       for k, v in e["hills_barrier_kT"].items()},
                         "from_hills_cv_transition_state": {"value": e["hills_cv_ts"], "unit": analysis.cv_unit}}
     level = analysis.extra.get("level")
     if level:
@@ -192,8 +192,13 @@ def summary_lines(analysis: Analysis, doc: dict) -> list[str]:
         lines.append(f"  overlap: {status}")
     if "metad" in doc:
         m = doc["metad"]
-        lines.append(f"  from the hills: barrier {m['from_hills']['barrier_forward']['value']:.2f}, reaction "
-                     f"{m['from_hills']['reaction']['value']:.2f} kcal/mol; reweighting ESS "
+        h = m["from_hills"]
+
+        def pm(entry):
+            return f"{entry['value']:.2f}" + ("" if entry["error"] is None else f" ± {entry['error']:.2f}")
+
+        lines.append(f"  from the hills: barrier {pm(h['barrier_forward'])}, reaction {pm(h['reaction'])} kcal/mol; "
+                     f"reweighting ESS "
                      f"{m['effective_sample_size']:.0f} of {m['n_samples_used']} samples")
     if "level_reweighting" in doc:
         lv = doc["level_reweighting"]

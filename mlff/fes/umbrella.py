@@ -102,7 +102,7 @@ def _slice(windows: list[WindowSamples], fraction: float, backward: bool) -> lis
     return out
 
 
-def _convergence(windows, fit, edges, bin_cv, config: FESConfig, beta: float, run) -> dict:
+def _convergence(windows, fit, edges, bin_cv, config: FESConfig, beta: float) -> dict:
     """Profiles and barriers from the first (forward) and last (backward) fractions of every window's
     equilibrated data, decorrelated with the full-data g; MBAR refits start from the full-data solution."""
     out = {"fractions": list(config.slice_fractions), "forward": [], "backward": []}
@@ -112,7 +112,7 @@ def _convergence(windows, fit, edges, bin_cv, config: FESConfig, beta: float, ru
             entry = {"fraction": fraction, "f_kT": None, "barrier_forward": None, "reaction": None}
             if samples is not None:
                 try:
-                    part = fit_mbar(samples, fit_centers(windows), fit_kappas(windows), beta, initial_f_k=fit.f_k,
+                    part = fit_mbar(samples, _centers(windows), _kappas(windows), beta, initial_f_k=fit.f_k,
                                     keep_mbar=False)
                     f = bin_profile(part.x_n, part.log_w, edges)[0]
                     marks = locate(bin_cv, f, config.reactant, config.product, config.ts_region)
@@ -123,11 +123,11 @@ def _convergence(windows, fit, edges, bin_cv, config: FESConfig, beta: float, ru
     return out
 
 
-def fit_centers(windows):
+def _centers(windows):
     return np.array([w.center for w in windows])
 
 
-def fit_kappas(windows):
+def _kappas(windows):
     return np.array([w.kappa for w in windows])
 
 
@@ -136,7 +136,7 @@ def _profile(fit, windows, edges, config: FESConfig, beta: float):
     cov = analytic_covariance(fit, edges, counts)
     boot = None
     if config.n_bootstraps:
-        boot = bootstrap_profiles([w.samples for w in windows], fit_centers(windows), fit_kappas(windows), beta, edges,
+        boot = bootstrap_profiles([w.samples for w in windows], _centers(windows), _kappas(windows), beta, edges,
                                   fit.f_k, config.n_bootstraps, config.seed)
     return f, counts, cov, boot
 
@@ -155,7 +155,7 @@ def analyse_umbrella(run, config: FESConfig | None = None) -> Analysis:
     windows = window_samples(run, equilibration=config.equilibration, subsample=config.subsample,
                              min_samples=config.min_samples_per_window)
     _check_gaps(windows, run.cv_unit)
-    fit = fit_mbar([w.samples for w in windows], fit_centers(windows), fit_kappas(windows), beta)
+    fit = fit_mbar([w.samples for w in windows], _centers(windows), _kappas(windows), beta)
     overlap = _overlap(fit, windows, config, run.cv_unit)
     edges = _edges(config, fit.x_n)
     bin_cv = 0.5 * (edges[1:] + edges[:-1])
@@ -170,7 +170,7 @@ def analyse_umbrella(run, config: FESConfig | None = None) -> Analysis:
     barrier = _barrier(bin_cv, f, cov, boot, config, run)
     warnings = _warnings(overlap, config, windows, run)
     level = _level(run, points, edges, bin_cv, config, beta, warnings) if points is not None else None
-    convergence = _convergence(windows, fit, edges, bin_cv, config, beta, run)
+    convergence = _convergence(windows, fit, edges, bin_cv, config, beta)
     extra_samples = [w.samples for w in windows]
     table = [{"window": w.index, "center": w.center, "kappa_eV_per_unit2": w.kappa, "n_samples": int(w.series.size),
               "t0": int(w.t0), "g": float(w.g), "n_decorrelated": int(w.keep.size)} for w in windows]
