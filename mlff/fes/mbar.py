@@ -110,11 +110,14 @@ def fit_mbar(samples: list[np.ndarray], centers, kappas, beta_per_eV: float, *, 
     if not keep_mbar and initial_f_k is not None:
         f_k = newton_mbar(u_kn, N_k, np.asarray(initial_f_k, np.float64))
     if f_k is None:
+        state = np.random.get_state()  # pymbar 4.0 reseeds numpy's global generator when given no rseed
         try:
             with np.errstate(all="ignore"):
                 mbar = pymbar().MBAR(u_kn, N_k, initial_f_k=initial_f_k)
         except Exception as err:  # pymbar raises ParameterError/LinAlgError/FloatingPointError on degenerate input
             raise MLFFError(f"MBAR failed on {len(N_k)} windows, {N_k.sum()} samples: {err}") from err
+        finally:
+            np.random.set_state(state)
         f_k = np.asarray(mbar.f_k, np.float64)
     residual = _self_consistency(u_kn, N_k, f_k) if np.all(np.isfinite(f_k)) else np.inf
     if not residual < tolerance:

@@ -201,3 +201,12 @@ def test_exchanged_labels_give_the_same_windows():
     config = FESConfig(bins=20, n_bootstraps=10, slice_fractions=(1.0,))
     a, b = analyse(run, config), analyse(swapped, config)
     np.testing.assert_allclose(a.profiles[0].f_kT, b.profiles[0].f_kT, atol=1e-9, equal_nan=True)
+
+
+def test_mbar_leaves_numpys_global_generator_alone():
+    run = umbrella_run(double_well, np.linspace(-1.5, 1.5, 5), 0.65, 100, seed=14)
+    np.random.seed(123)
+    expected = np.random.random(3)
+    np.random.seed(123)
+    fit_mbar([run.cv[:, k] for k in range(5)], run.centers, run.kappas, 1.0 / KT)
+    np.testing.assert_array_equal(np.random.random(3), expected)
