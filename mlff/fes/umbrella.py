@@ -172,8 +172,9 @@ def analyse_umbrella(run, config: FESConfig | None = None) -> Analysis:
     level = _level(run, points, edges, bin_cv, config, beta, warnings) if points is not None else None
     convergence = _convergence(windows, fit, edges, bin_cv, config, beta)
     extra_samples = [w.samples for w in windows]
-    table = [{"window": w.index, "center": w.center, "kappa_eV_per_unit2": w.kappa, "n_samples": int(w.series.size),
-              "t0": int(w.t0), "g": float(w.g), "n_decorrelated": int(w.keep.size)} for w in windows]
+    units = {"center": run.cv_unit, "kappa": f"eV/{run.cv_unit}^2", "t0": "samples", "g": "samples"}
+    table = [{"window": w.index, "center": w.center, "kappa": w.kappa, "n_samples": int(w.series.size),
+              "t0": int(w.t0), "g": float(w.g), "n_decorrelated": int(w.keep.size), "units": units} for w in windows]
     estimator = (f"MBAR (pymbar) on {fit.x_n.size} decorrelated samples of {len(windows)} harmonic windows "
                  f"(equilibration: {config.equilibration}, subsampled by g: {config.subsample}); histogram profile on "
                  f"{config.bins} bins; errors: {config.n_bootstraps} bootstrap resamples per window (seed "

@@ -31,6 +31,7 @@ def run():
     return umbrella_run(double_well, np.linspace(-1.5, 1.5, 13), 0.65, 1600, seed=21)
 
 
+@pytest.mark.slow
 def test_profile_reweighted_to_the_target_level_is_exact(run, tmp_path):
     path = _write_single_points(tmp_path / "sp.csv", run, _bump)
     config = FESConfig(bins=24, cv_range=(-1.4, 1.4), n_bootstraps=40, slice_fractions=(1.0,), single_points=str(path))

@@ -59,7 +59,7 @@ def test_analytic_bin_errors_equal_pymbar_fes():
     np.testing.assert_allclose(ours, reference["df_i"], atol=1e-8)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_double_well_exact_samples_recover_the_exact_profile(seed):
     centers = np.linspace(-1.5, 1.5, 13)
     run = umbrella_run(double_well, centers, 0.65, 2000, seed=seed)
