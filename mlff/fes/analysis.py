@@ -59,7 +59,7 @@ def _read_run(run_dir: Path):
 def run_fes(run_dir: str | Path, config: FESConfig | None = None, out: str | Path | None = None,
             run=None) -> FESOutput:
     """Analyse the biased run in ``run_dir`` (or the given BiasedRun ``run``) and write the outputs."""
-    from mlff.fes.report import fes_document, write_csv, write_json
+    from mlff.fes.report import fes_document, write_csv, write_frames, write_json
 
     config = config or FESConfig()
     run_dir = Path(run_dir)
@@ -75,6 +75,8 @@ def run_fes(run_dir: str | Path, config: FESConfig | None = None, out: str | Pat
     files = [out / "fes.json", out / "fes.csv"]
     write_json(document, files[0])
     write_csv(analysis, files[1])
+    if write_frames(analysis, out / "frames.csv"):
+        files.append(out / "frames.csv")
     if config.plots:
         from mlff.fes.plots import write_plots
 

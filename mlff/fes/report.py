@@ -15,7 +15,7 @@ import numpy as np
 from mlff.fes.result import Analysis
 from mlff.fes.units import EV_TO_KCAL_PER_MOL, eyring_rate_per_s, kT_kcal_per_mol
 
-__all__ = ["fes_document", "write_json", "write_csv", "summary_lines"]
+__all__ = ["fes_document", "write_json", "write_csv", "write_frames", "summary_lines"]
 
 def _clean(value):
     """JSON-safe: numpy to Python, NaN/inf to None."""
@@ -163,6 +163,22 @@ def write_csv(analysis: Analysis, path: Path) -> None:
                                            for v in (main.f_kT[i], analytic[i], main.error_kT[i])] + [int(counts[i])]
             row += [("nan" if not np.isfinite(v) else f"{v * kcal:.6g}") for p in others for v in (p.f_kT[i], p.error_kT[i])]
             writer.writerow(row)
+
+
+def write_frames(analysis: Analysis, path: Path) -> bool:
+    """The decorrelated frames MBAR used (step, system, window, CV): where to compute single points for
+    ``--single-points``. Umbrella runs only; False when there is nothing to write."""
+    frames = analysis.extra.get("frames")
+    if not frames:
+        return False
+    with open(path, "w", newline="") as handle:
+        handle.write("# decorrelated frames used by MBAR; single points on (a subset of) them reweight the profile "
+                     "to another level (mlff fes --single-points)\n")
+        writer = csv.writer(handle)
+        writer.writerow(["step", "system", "window", f"cv_{analysis.cv_unit}"])
+        for step, system, window, cv in zip(frames["step"], frames["system"], frames["window"], frames["cv"]):
+            writer.writerow([int(step), int(system), int(window), f"{cv:.8g}"])
+    return True
 
 
 def summary_lines(analysis: Analysis, doc: dict) -> list[str]:

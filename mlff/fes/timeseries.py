@@ -26,6 +26,8 @@ class WindowSamples:
     t0: int  # first sample of the equilibrated part
     g: float  # statistical inefficiency of the equilibrated part (samples)
     keep: np.ndarray  # [n] int indices into series of the decorrelated samples (all >= t0)
+    sample: np.ndarray | None = None  # [T_w] int: row (sample index t) of each series entry in the BiasedRun
+    system: np.ndarray | None = None  # [T_w] int: system that carried the window at that sample
 
     @property
     def samples(self) -> np.ndarray:
@@ -66,8 +68,12 @@ def window_samples(run, *, equilibration: str = "detect", subsample: bool = True
     """The decorrelated samples of every umbrella window of ``run`` (a BiasedRun), in window order."""
     out = []
     for w in range(len(run.centers)):
-        series = run.samples_of_window(w)
-        series = series[np.isfinite(series)]
+        t, s = np.nonzero(run.window == w)
+        order = np.lexsort((s, t))  # time order, as BiasedRun.samples_of_window
+        t, s = t[order], s[order]
+        finite = np.isfinite(run.cv[t, s])
+        t, s = t[finite], s[finite]
+        series = run.cv[t, s]
         if series.size and np.ptp(series) == 0.0:
             raise MLFFError(f"window {w} (centre {run.centers[w]:g} {run.cv_unit}): the CV never changes "
                             f"({series[0]:g} in all {series.size} samples); expected a sampled trajectory")
@@ -76,7 +82,7 @@ def window_samples(run, *, equilibration: str = "detect", subsample: bool = True
             raise MLFFError(f"window {w} (centre {run.centers[w]:g} {run.cv_unit}): {keep.size} decorrelated "
                             f"samples of {series.size} (equilibrated from sample {t0}, g = {g:.1f}); expected at "
                             f"least {min_samples}: run the window longer or lower min_samples_per_window")
-        out.append(WindowSamples(w, float(run.centers[w]), float(run.kappas[w]), series, t0, g, keep))
+        out.append(WindowSamples(w, float(run.centers[w]), float(run.kappas[w]), series, t0, g, keep, t, s))
     return out
 
 

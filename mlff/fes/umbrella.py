@@ -172,6 +172,10 @@ def analyse_umbrella(run, config: FESConfig | None = None) -> Analysis:
     level = _level(run, points, edges, bin_cv, config, beta, warnings) if points is not None else None
     convergence = _convergence(windows, fit, edges, bin_cv, config, beta)
     extra_samples = [w.samples for w in windows]
+    frames = {"step": np.concatenate([run.step[w.sample[w.keep]] for w in windows]),
+              "system": np.concatenate([w.system[w.keep] for w in windows]),
+              "window": np.concatenate([np.full(w.keep.size, w.index) for w in windows]),
+              "cv": np.concatenate(extra_samples)}
     units = {"center": run.cv_unit, "kappa": f"eV/{run.cv_unit}^2", "t0": "samples", "g": "samples"}
     table = [{"window": w.index, "center": w.center, "kappa": w.kappa, "n_samples": int(w.series.size),
               "t0": int(w.t0), "g": float(w.g), "n_decorrelated": int(w.keep.size), "units": units} for w in windows]
@@ -183,7 +187,8 @@ def analyse_umbrella(run, config: FESConfig | None = None) -> Analysis:
     return Analysis("umbrella", float(run.temperature_K), run.cv_name, run.cv_unit, estimator, profiles, barrier,
                     warnings, table, overlap, convergence,
                     {"f_k_kT": fit.f_k.tolist(), "f_normalised_kT": f, "bootstrap_f_kT": boot,
-                     "window_samples": extra_samples, "n_decorrelated": int(fit.x_n.size), "level": level},
+                     "window_samples": extra_samples, "n_decorrelated": int(fit.x_n.size), "level": level,
+                     "frames": frames},
                     dict(run.provenance))
 
 
@@ -211,8 +216,21 @@ def _level(run, points, edges, bin_cv, config: FESConfig, beta: float, warnings:
     return out
 
 
+def _bias_mismatch(run) -> str | None:
+    """A warning when the recorded bias energies are not the harmonic restraints of the windows (walls?)."""
+    expected = 0.5 * run.kappas[run.window] * (run.cv - run.centers[run.window]) ** 2
+    ok = np.isfinite(run.bias_energy) & np.isfinite(expected)
+    if not ok.any():
+        return None
+    worst = float(np.max(np.abs(run.bias_energy[ok] - expected[ok])))
+    if worst <= 1e-6 + 1e-6 * float(np.max(np.abs(expected[ok]))):
+        return None
+    return (f"the recorded bias energies differ from the windows' harmonic restraints by up to {worst:.3g} eV (walls "
+            "or other bias terms?): the analysis assumes purely harmonic windows")
+
+
 def _warnings(overlap: dict, config: FESConfig, windows, run) -> list[str]:
-    out = []
+    out = [w for w in [_bias_mismatch(run)] if w]
     poor = [p for p in overlap["neighbour_pairs"] if p["poor"]]
     if poor:
         listing = ", ".join(f"{p['windows'][0]}-{p['windows'][1]} ({p['centers'][0]:g}/{p['centers'][1]:g} "

@@ -116,3 +116,35 @@ def test_single_points_through_the_cli(tmp_path, monkeypatch, capsys):
     assert 0 < level["effective_sample_size"] <= 900
     header = (tmp_path / "fes" / "fes.csv").read_text().splitlines()[1].split(",")
     assert header[-2:] == ["F_target_level_kcal_per_mol", "error_F_target_level_kcal_per_mol"]
+
+
+def test_frames_csv_lists_the_decorrelated_frames_and_round_trips_as_single_points(tmp_path, monkeypatch):
+    """frames.csv names the frames MBAR used; zero energy differences on exactly those frames give back the
+    MBAR profile (same frames, same weights), to round-off."""
+    run = umbrella_run(double_well, np.linspace(-1.5, 1.5, 7), 0.65, 300, seed=8, phi=0.5)
+    _serve(monkeypatch, run)
+    assert main(["fes", str(tmp_path), "--bootstraps", "0", "--no-plots", "--bins", "15"]) == 0
+    with open(tmp_path / "fes" / "frames.csv") as handle:
+        frames = list(csv.DictReader(line for line in handle if not line.startswith("#")))
+    doc = json.loads((tmp_path / "fes" / "fes.json").read_text())
+    assert len(frames) == sum(w["n_decorrelated"] for w in doc["windows"])
+    for f in frames[:50]:  # each frame's CV is the run's sample at that step and system
+        t = int(np.flatnonzero(run.step == int(f["step"]))[0])
+        assert float(f["cv_A"]) == pytest.approx(run.cv[t, int(f["system"])], rel=1e-7)
+        assert run.window[t, int(f["system"])] == int(f["window"])
+    points = tmp_path / "zero.csv"
+    points.write_text("step,system,delta_energy_eV\n" + "".join(f"{f['step']},{f['system']},0.0\n" for f in frames))
+    assert main(["fes", str(tmp_path), "--bootstraps", "0", "--no-plots", "--bins", "15", "--single-points",
+                 str(points)]) == 0
+    doc2 = json.loads((tmp_path / "fes" / "fes.json").read_text())
+    main_profile, level_profile = doc2["profiles"]
+    np.testing.assert_allclose(level_profile["F_kcal_per_mol"], main_profile["F_kcal_per_mol"], atol=1e-8)
+    assert doc2["level_reweighting"]["delta_A"]["value"] == pytest.approx(0.0, abs=1e-10)
+
+
+def test_bias_energies_that_are_not_the_restraints_are_flagged(tmp_path, monkeypatch, capsys):
+    run = umbrella_run(double_well, np.linspace(-1.5, 1.5, 7), 0.65, 300, seed=9)
+    run.bias_energy = run.bias_energy + 0.01 * (run.cv > 1.45)  # an upper wall the analysis does not know about
+    _serve(monkeypatch, run)
+    assert main(["fes", str(tmp_path), "--bootstraps", "0", "--no-plots"]) == 0
+    assert "differ from the windows' harmonic restraints by up to 0.01 eV" in capsys.readouterr().out
