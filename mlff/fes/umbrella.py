@@ -172,13 +172,7 @@ def analyse_umbrella(run, config: FESConfig | None = None) -> Analysis:
     level = _level(run, points, edges, bin_cv, config, beta, warnings) if points is not None else None
     convergence = _convergence(windows, fit, edges, bin_cv, config, beta)
     extra_samples = [w.samples for w in windows]
-    frames = {"step": np.concatenate([run.step[w.sample[w.keep]] for w in windows]),
-              "system": np.concatenate([w.system[w.keep] for w in windows]),
-              "window": np.concatenate([np.full(w.keep.size, w.index) for w in windows]),
-              "cv": np.concatenate(extra_samples)}
-    units = {"center": run.cv_unit, "kappa": f"eV/{run.cv_unit}^2", "t0": "samples", "g": "samples"}
-    table = [{"window": w.index, "center": w.center, "kappa": w.kappa, "n_samples": int(w.series.size),
-              "t0": int(w.t0), "g": float(w.g), "n_decorrelated": int(w.keep.size), "units": units} for w in windows]
+    frames, table = _tables(run, windows)
     estimator = (f"MBAR (pymbar) on {fit.x_n.size} decorrelated samples of {len(windows)} harmonic windows "
                  f"(equilibration: {config.equilibration}, subsampled by g: {config.subsample}); histogram profile on "
                  f"{config.bins} bins; errors: {config.n_bootstraps} bootstrap resamples per window (seed "
@@ -190,6 +184,18 @@ def analyse_umbrella(run, config: FESConfig | None = None) -> Analysis:
                      "window_samples": extra_samples, "n_decorrelated": int(fit.x_n.size), "level": level,
                      "frames": frames},
                     dict(run.provenance))
+
+
+def _tables(run, windows: list[WindowSamples]) -> tuple[dict, list[dict]]:
+    """The decorrelated frames (step, system, window, cv) and the per-window table of fes.json."""
+    frames = {"step": np.concatenate([run.step[w.sample[w.keep]] for w in windows]),
+              "system": np.concatenate([w.system[w.keep] for w in windows]),
+              "window": np.concatenate([np.full(w.keep.size, w.index) for w in windows]),
+              "cv": np.concatenate([w.samples for w in windows])}
+    units = {"center": run.cv_unit, "kappa": f"eV/{run.cv_unit}^2", "t0": "samples", "g": "samples"}
+    table = [{"window": w.index, "center": w.center, "kappa": w.kappa, "n_samples": int(w.series.size),
+              "t0": int(w.t0), "g": float(w.g), "n_decorrelated": int(w.keep.size), "units": units} for w in windows]
+    return frames, table
 
 
 def _level(run, points, edges, bin_cv, config: FESConfig, beta: float, warnings: list[str]) -> dict:
