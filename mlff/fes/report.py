@@ -68,7 +68,11 @@ def _profiles(analysis: Analysis, kcal: float) -> list[dict]:
     out = []
     for p in analysis.profiles:
         entry = {"label": p.label, cv_key: p.cv, "F_kcal_per_mol": p.f_kT * kcal, "error_kcal_per_mol": p.error_kT * kcal,
-                 "error_method": p.error_method}
+                 "error_method": p.error_method,
+                 "error_reference": ("each walker's lowest point" if p.error_method == "spread of walkers" else
+                                     "normalisation: the error of -kT ln p_i with the bin probabilities summing to 1"),
+                 "note": "F is shifted so that its lowest point is 0; differences of F between bins have their own "
+                         "errors (barriers: see results)"}
         if p.error_analytic_kT is not None:
             entry["error_analytic_kcal_per_mol"] = p.error_analytic_kT * kcal
         if p.counts is not None:
