@@ -112,3 +112,15 @@ def test_metad_bad_input_is_one_clear_error():
         analyse(BiasedRun(**{**run.__dict__, "hills": None}), FESConfig())
     with pytest.raises(MLFFError, match="recorded no bias energies"):
         analyse(BiasedRun(**{**run.__dict__, "bias_energy": np.full_like(run.cv, np.nan)}), FESConfig())
+
+
+def test_shared_bias_of_several_walkers():
+    run = wt_metad_run(double_well, 1500, n_systems=2, per_system=False, seed=4)
+    assert np.all(run.hills["system"] == -1)
+    a = analyse(run, FESConfig(bins=24, cv_range=(-1.3, 1.3), n_bootstraps=50, slice_fractions=(1.0,)))
+    assert a.extra["n_biases"] == 1 and a.profiles[1].error_method == "none"
+    exact = exact_bin_free_energies(double_well, a.profiles[0].edges)
+    exact -= exact.min()
+    for profile in a.profiles:
+        d = profile.f_kT - exact
+        assert np.max(np.abs(d - np.mean(d))) < 0.5, profile.label
