@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     umbrella.add_argument("config", help="YAML file of umbrella settings (e.g. workflows/fdh_umbrella.yaml)")
     umbrella.add_argument("--resume", action="store_true", help="continue from the checkpoint in the config's out directory")
     umbrella.set_defaults(run=_umbrella)
+    from mlff.fes.cli import add_fes_command
+
+    add_fes_command(commands)
     return parser
 
 
