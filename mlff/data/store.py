@@ -239,7 +239,8 @@ class Dataset:
         try:
             handle = h5py.File(path or self.path, mode)
         except _BROKEN as err:
-            raise MLFFError(f"cannot open {self.path} as HDF5 ({_first_line(err)})") from None
+            raise MLFFError(f"cannot open {self.path} as HDF5 ({_first_line(err)}); it is truncated, corrupted "
+                            "or not an HDF5 file") from None
         try:
             with handle as f:
                 yield f
