@@ -81,9 +81,10 @@ def _check_level(dataset: Dataset, labeler: Labeler, allow_mixed_levels: bool) -
     others = [level for level in levels_of(dataset) if level != mine]
     if others and not allow_mixed_levels:
         key = next(k for k in LEVEL_KEYS if others[0][k] != mine[k])
-        raise MLFFError(f"{dataset.path} holds labels at another level of theory ({_describe(others[0])}; {key} "
-                        f"{others[0][key]!r}) than this labeller's ({_describe(mine)}; {key} {mine[key]!r}): label "
-                        "into another dataset, or pass allow_mixed_levels=True (--allow-mixed-levels)")
+        raise MLFFError(f"{dataset.path} holds labels at another level of theory ({_describe(others[0])}: {key} "
+                        f"{others[0][key] or 'none'}) than this labeller's ({_describe(mine)}: {key} "
+                        f"{mine[key] or 'none'}): label into another dataset, or pass allow_mixed_levels=True "
+                        "(--allow-mixed-levels)")
 
 
 def _provenance(labeler: Labeler, structure: Atoms, result, software: dict) -> dict:
