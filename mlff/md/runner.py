@@ -228,6 +228,8 @@ def _run_md(config: MDConfig, out: Path, resume: bool, atoms, potential, engine,
     from mlff.md.engines import AseEngine, BatchEngine
 
     pins = potential_pins(config) if potential is None and engine is None else {}
+    if resume and pins and (out / FILES["checkpoint"]).exists():  # before loading a potential it would refuse
+        _check_pins(load_checkpoint(out / FILES["checkpoint"], config=config.to_dict()), pins, out)
     if engine is None:
         atoms = atoms if atoms is not None else read_structure(config.structure)
         potential = potential if potential is not None else make_potential(config, atoms)

@@ -49,6 +49,7 @@ def _config(structure, out, potential, **kw) -> dict:
     return {**base, **kw}
 
 
+@pytest.mark.slow  # three processes build a MACE model: ~30 s on 2 free cores
 def test_a_run_killed_before_its_first_checkpoint_resumes_to_the_uninterrupted_result(tmp_path, structure,
                                                                                      small_config):
     out, path = tmp_path / "killed", tmp_path / "md.yaml"
@@ -107,11 +108,13 @@ def test_a_resume_of_a_finished_run_keeps_its_speed_record(tmp_path, structure, 
         assert record[key] == first[key] == again[key], key
 
 
-def test_resume_refuses_another_potential_at_the_same_path(tmp_path, structure, small_config):
+@pytest.mark.slow
+def test_resume_refuses_another_potential_at_the_same_path(tmp_path, structure, small_config, small_potential):
     pot = tmp_path / "pot"
-    save_potential(build_potential(small_config, seed=1), pot)
+    save_potential(small_potential, pot)
     run_md(_config(structure, tmp_path / "run", str(pot), steps=2))
-    assert run_md(_config(structure, tmp_path / "run", str(pot), steps=3), resume=True)["steps_done"] == 1
+    pinned = json.loads(load_checkpoint(tmp_path / "run" / "checkpoint.pt")["inputs_json"])
+    assert pinned["potential_files_sha256"] == json.loads((pot / "potential.json").read_text())["sha256"]
     save_potential(build_potential(small_config, seed=2), pot)  # retrained in place
     with pytest.raises(MLFFError, match=rf"the potential at {pot} is not the one the run started with "
                                         r"\(weights sha256 [0-9a-f]{16} then, [0-9a-f]{16} now\)"):
