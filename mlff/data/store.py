@@ -225,7 +225,7 @@ class Dataset:
         path.parent.mkdir(parents=True, exist_ok=True)
         with WriterLock(lock_path_for(path), f"dataset {path}"):
             tmp = _tmp_name(path)
-            with h5py.File(tmp, "w") as f:
+            with h5py.File(tmp, "w", fs_strategy="fsm", fs_persist=True) as f:  # appends reuse freed space
                 f.attrs.update(format=FORMAT, version=VERSION, description=description, precision=precision,
                                provenance=json.dumps(provenance()))
                 for table in TABLES:

@@ -163,3 +163,14 @@ def test_shipped_datasets_keep_their_recorded_checksums():
     for name in ("pool_small.h5", "isolated_atoms.h5"):
         dataset = Dataset(REPO / "data" / "fdh-cluster" / name)
         assert dataset.checksum() == sums[name]["records_checksum"], name
+
+
+def test_many_small_appends_reuse_the_space_they_free(tmp_path):
+    records = _records(60)
+    once = Dataset.create(tmp_path / "once.h5")
+    once.append(records)
+    one_by_one = Dataset.create(tmp_path / "many.h5")
+    for record in records:  # as `label` with checkpoint_every=1 appends
+        one_by_one.append([record])
+    assert one_by_one.checksum() == once.checksum()
+    assert one_by_one.path.stat().st_size < 1.6 * once.path.stat().st_size  # without reuse: ~7x
