@@ -96,7 +96,8 @@ def _info(args) -> None:
         print("tags: " + ", ".join(f"{t} {n}" for t, n in sorted(summary["tags"].items())))
     if summary["energy_eV"]:
         print(f"energy range {summary['energy_eV'][0]:.4f} .. {summary['energy_eV'][1]:.4f} eV")
-    print(f"checksum {summary['checksum']}")
+    print(f"checksum {summary['checksum']} (of the content; format version {summary['format_version']}, "
+          f"positions and forces stored as {summary['precision']})")
     for failure in dataset.infos("failures")[: args.failures]:
         print(f"  failed: {failure.get('source', '?')}: {failure['provenance'].get('failure_reason')}")
 
