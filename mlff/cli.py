@@ -15,6 +15,11 @@ def _potential_build(args) -> None:
     from mlff.config import load_yaml
     from mlff.models import build_potential, save_potential
 
+    from pathlib import Path
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
+        raise MLFFError(f"{out} exists; pass --force to overwrite it, or choose another directory")
     config = load_yaml(args.config)
     potential = build_potential(config, committee=args.committee, seed=args.seed, dtype=args.dtype)
     path = save_potential(potential, args.out)
@@ -40,14 +45,17 @@ def _potential_export(args) -> None:
     print(f"wrote mace-torch model {args.out} (member {args.member})")
 
 
-def _train(args) -> None:
+def _train(args) -> int:
     from mlff.train import load_train_config, train
 
     result = train(load_train_config(args.config, out=args.out), resume=args.resume)
     if result.status == "stopped":
-        print(f"stopped on a signal; checkpoint written in {result.run_dir}: continue with `mlff train {args.config} --resume`")
-    elif result.potential_dir is not None:
+        print(f"mlff: stopped on a signal; checkpoint written in {result.run_dir}: continue with "
+              f"`mlff train {args.config} --resume`", file=sys.stderr)
+        return 75  # EX_TEMPFAIL: resumable, as `mlff md`
+    if result.potential_dir is not None:
         print(f"trained potential written to {result.potential_dir}; metrics in {result.run_dir / 'metrics.json'}")
+    return 0
 
 
 def _info(args) -> None:
@@ -118,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--committee", type=int, default=1, help="number of members (default 1)")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    build.add_argument("--force", action="store_true", help="overwrite an existing potential directory")
     build.set_defaults(run=_potential_build)
     info = sub.add_parser("info", help="summary of a potential directory (checksums verified)")
     info.add_argument("path")

@@ -43,7 +43,7 @@ def _sample(args) -> None:
     recipe = load_recipe(args.recipe)
     pool = sample_pool(recipe, progress=True)
     dataset = Dataset.create(args.out, description=f"unlabelled GFN2-xTB geometries, {recipe.size} cluster",
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, precision=args.precision)
     dataset.append(pool, require=())
     print(f"wrote {len(pool)} geometries to {args.out}")
 
@@ -60,13 +60,20 @@ def _label(args) -> None:
     if args.limit is not None:
         structures = structures[:args.limit]
     summary = label(structures, make_labeler(spec), args.out, checkpoint_every=args.checkpoint_every,
-                    time_limit_s=None if args.minutes is None else 60 * args.minutes)
+                    time_limit_s=None if args.minutes is None else 60 * args.minutes,
+                    allow_mixed_levels=args.allow_mixed_levels)
     print(summary)
     if Dataset(args.out).count("failures"):
         print(f"failures are kept in {args.out} (table 'failures'); `mlff data info {args.out}` lists them")
+    return 75 if summary.interrupted else 0  # EX_TEMPFAIL after SIGTERM/SIGUSR1, as `mlff md` and `mlff train`
 
 
 def _validate(args) -> None:
+    if Path(args.path).suffix in (".h5", ".hdf5"):  # every stored hash against its data, every record read
+        from mlff.data import Dataset
+
+        counts = Dataset(args.path).verify()
+        print(f"{args.path}: content hashes of {counts['records']} records and {counts['failures']} failures verified")
     records = _read_any(args.path, args, require=() if args.unlabelled else ("energy", "forces"))
     from mlff.data.records import validate
 
@@ -91,7 +98,8 @@ def _info(args) -> None:
         print("tags: " + ", ".join(f"{t} {n}" for t, n in sorted(summary["tags"].items())))
     if summary["energy_eV"]:
         print(f"energy range {summary['energy_eV'][0]:.4f} .. {summary['energy_eV'][1]:.4f} eV")
-    print(f"checksum {summary['checksum']}")
+    print(f"checksum {summary['checksum']} (of the content; format version {summary['format_version']}, "
+          f"positions and forces stored as {summary['precision']})")
     for failure in dataset.infos("failures")[: args.failures]:
         print(f"  failed: {failure.get('source', '?')}: {failure['provenance'].get('failure_reason')}")
 
@@ -101,7 +109,8 @@ def _import(args) -> None:
 
     records = _read_any(args.source, args)
     dataset = Dataset(args.out) if Path(args.out).exists() and not args.overwrite else \
-        Dataset.create(args.out, description=f"imported from {args.source}", overwrite=args.overwrite)
+        Dataset.create(args.out, description=f"imported from {args.source}", overwrite=args.overwrite,
+                       precision=args.precision)
     print(f"{args.out}: {dataset.append(records, where=f'{args.source} record')} records")
 
 
@@ -136,6 +145,11 @@ def _key_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stress-key", default="REF_stress", help="info key of the stress (default REF_stress)")
 
 
+def _precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=["float64", "float32"], default="float64",
+                        help="storage of positions and forces in a new dataset (float32: half the bytes)")
+
+
 def add_data_commands(commands) -> None:
     data = commands.add_parser("data", help="datasets: build the FDH cluster, sample, label, validate, info, "
                                             "import, export")
@@ -150,6 +164,7 @@ def add_data_commands(commands) -> None:
     p.add_argument("recipe", help="YAML sampling recipe (see workflows/fdh_dataset.yaml)")
     p.add_argument("out", help="output .h5 pool of unlabelled geometries")
     p.add_argument("--overwrite", action="store_true")
+    _precision_option(p)
     p.set_defaults(run=_sample)
     p = sub.add_parser("label", help="DFT labels for a pool, resumable (run again to go on)")
     p.add_argument("pool", help=".h5 pool or any structure file")
@@ -164,9 +179,11 @@ def add_data_commands(commands) -> None:
     p.add_argument("--limit", type=int, help="only the first N structures of the pool")
     p.add_argument("--minutes", type=float, help="stop cleanly before this wall time (resumable chunks)")
     p.add_argument("--checkpoint-every", type=int, default=1)
+    p.add_argument("--allow-mixed-levels", action="store_true",
+                   help="add labels at another level of theory than the dataset already holds")
     _key_options(p)
     p.set_defaults(run=_label)
-    p = sub.add_parser("validate", help="check every record of a file (NaN, shapes, elements, overlaps)")
+    p = sub.add_parser("validate", help="check every record of a file (stored hashes of .h5 datasets, NaN, shapes, elements, overlaps)")
     p.add_argument("path")
     p.add_argument("--unlabelled", action="store_true", help="geometries only, no labels required")
     p.add_argument("--elements", nargs="+", help="allowed elements")
@@ -181,6 +198,7 @@ def add_data_commands(commands) -> None:
     p.add_argument("source")
     p.add_argument("out")
     p.add_argument("--overwrite", action="store_true")
+    _precision_option(p)
     _key_options(p)
     p.set_defaults(run=_import)
     p = sub.add_parser("export", help="a dataset (or one split) to extxyz (mace-torch keys) or ASE db")

@@ -6,11 +6,17 @@ started again with the same inputs, neither repeats nor skips work. Results are 
 every ``checkpoint_every`` structures; a kill loses at most the structures since the last checkpoint.
 Failed calculations (non-converged SCF, crashed codes) are recorded in the ``failures`` table with their
 reason and are never kept as data.
+
+One process labels into a dataset at a time (its writer lock; a second is refused naming the first). A
+dataset keeps one level of theory (``LEVEL_KEYS`` of ``labeler.level()``): labels at another level are
+refused unless ``allow_mixed_levels=True``. The same geometry given twice is labelled once. SIGTERM or
+SIGUSR1 stop the run after the current structure, with everything done so far saved (``interrupted``).
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import platform
 import time
 from dataclasses import dataclass
@@ -20,12 +26,16 @@ from typing import Sequence
 from ase import Atoms
 
 from mlff.data.labelers.base import Labeler, charge_and_multiplicity
-from mlff.data.records import geometry_hash, make_record, validate
+from mlff.data.records import make_record, validate
 from mlff.data.store import Dataset
 from mlff.errors import MLFFError
+from mlff.lock import WriterLock, lock_path_for
 from mlff.provenance import provenance
+from mlff.signals import SignalFlag
 
-__all__ = ["label", "LabelSummary"]
+__all__ = ["label", "LabelSummary", "LEVEL_KEYS", "levels_of"]
+
+LEVEL_KEYS = ("method", "functional", "basis", "dispersion", "solvent", "code")  # one level per dataset
 
 
 @dataclass
@@ -35,12 +45,46 @@ class LabelSummary:
     skipped: int  # already in the output (records or failures)
     total_records: int  # records in the output now
     wall_s: float  # this run
-    remaining: int = 0  # left for a later run (stopped by the time limit)
+    remaining: int = 0  # left for a later run (stopped by the time limit or a signal)
+    duplicates: int = 0  # structures given more than once in this call (labelled once)
+    interrupted: str | None = None  # the signal that stopped the run (SIGTERM, SIGUSR1), else None
 
     def __str__(self) -> str:
         return (f"{self.labelled} labelled, {self.failed} failed, {self.skipped} already done; "
                 f"{self.total_records} records in all ({self.wall_s:.1f} s)"
+                + (f"; {self.duplicates} duplicate geometries labelled once" if self.duplicates else "")
+                + (f"; stopped by {self.interrupted}" if self.interrupted else "")
                 + (f"; {self.remaining} left for the next run" if self.remaining else ""))
+
+
+def _level(values: dict) -> dict:
+    return {k: str(values.get(k, "")) for k in LEVEL_KEYS}
+
+
+def levels_of(dataset: Dataset) -> list[dict]:
+    """The distinct levels of theory of the labelled records of ``dataset`` (records without one ignored)."""
+    seen = {}
+    for info in dataset.infos():
+        prov = info.get("provenance")
+        if isinstance(prov, dict) and any(k in prov for k in LEVEL_KEYS):
+            level = _level(prov)
+            seen.setdefault(json.dumps(level, sort_keys=True), level)
+    return list(seen.values())
+
+
+def _describe(level: dict) -> str:
+    return "/".join(v for v in (level[k] for k in LEVEL_KEYS) if v) or "unnamed"
+
+
+def _check_level(dataset: Dataset, labeler: Labeler, allow_mixed_levels: bool) -> None:
+    mine = _level(labeler.level())
+    others = [level for level in levels_of(dataset) if level != mine]
+    if others and not allow_mixed_levels:
+        key = next(k for k in LEVEL_KEYS if others[0][k] != mine[k])
+        raise MLFFError(f"{dataset.path} holds labels at another level of theory ({_describe(others[0])}: {key} "
+                        f"{others[0][key] or 'none'}) than this labeller's ({_describe(mine)}: {key} "
+                        f"{mine[key] or 'none'}): label into another dataset, or pass allow_mixed_levels=True "
+                        "(--allow-mixed-levels)")
 
 
 def _provenance(labeler: Labeler, structure: Atoms, result, software: dict) -> dict:
@@ -64,7 +108,8 @@ def _outcome(labeler: Labeler, structure: Atoms, software: dict) -> tuple[str, A
 
 
 def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, checkpoint_every: int = 1,
-          progress: bool = True, description: str = "", time_limit_s: float | None = None) -> LabelSummary:
+          progress: bool = True, description: str = "", time_limit_s: float | None = None,
+          allow_mixed_levels: bool = False) -> LabelSummary:
     """Label ``structures`` with ``labeler`` into the dataset at ``output`` (created if missing).
 
     Records keep the structures' info (``source``, ``xi``, ``tags``, fixed atoms) and gain a
@@ -80,11 +125,24 @@ def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, 
             charge_and_multiplicity(s)
         except MLFFError as err:
             raise MLFFError(f"structure {k}: {err}") from None
-    require = ("energy", "forces") if getattr(labeler, "forces", True) else ("energy",)
     output = Path(output)
-    dataset = Dataset(output) if output.exists() else Dataset.create(output, description=description)
+    with WriterLock(lock_path_for(output), f"dataset {output}"):
+        dataset = Dataset(output) if output.exists() else Dataset.create(output, description=description)
+        _check_level(dataset, labeler, allow_mixed_levels)
+        return _label_into(dataset, structures, labeler, checkpoint_every, progress, time_limit_s)
+
+
+def _label_into(dataset: Dataset, structures, labeler, checkpoint_every: int, progress: bool,
+                time_limit_s: float | None) -> LabelSummary:
+    require = ("energy", "forces") if getattr(labeler, "forces", True) else ("energy",)
     done = set(dataset.column("geometry_hash")) | set(dataset.column("geometry_hash", "failures"))
-    todo = [s for s in structures if geometry_hash(s) not in done]
+    todo, seen, skipped = [], set(), 0
+    for s in structures:
+        key = dataset.geometry_hash(s)
+        skipped += key in done
+        if key not in done and key not in seen:
+            todo.append(s)
+        seen.add(key)
     start, software = time.perf_counter(), provenance()
     pending = {"records": [], "failures": []}
     counts = {"records": 0, "failures": 0}
@@ -92,15 +150,15 @@ def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, 
     def flush():
         for table, items in pending.items():
             if items:
-                dataset.append(items, table=table, where=f"{output} {table}",
+                dataset.append(items, table=table, where=f"{dataset.path} {table}",
                                require=require if table == "records" else ())
                 counts[table] += len(items)
                 items.clear()
 
     n, slowest = 0, 0.0
-    with _progress(progress, len(todo), labeler.name) as advance:
+    with SignalFlag() as flag, _progress(progress, len(todo), labeler.name) as advance:
         for structure in todo:
-            if time_limit_s is not None and time.perf_counter() - start + slowest > time_limit_s:
+            if flag.received or (time_limit_s is not None and time.perf_counter() - start + slowest > time_limit_s):
                 break
             began = time.perf_counter()
             table, record = _outcome(labeler, structure, software)
@@ -110,8 +168,9 @@ def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, 
                 flush()
             advance()
         flush()
-    return LabelSummary(counts["records"], counts["failures"], len(structures) - len(todo), len(dataset),
-                        time.perf_counter() - start, remaining=len(todo) - n)
+    return LabelSummary(counts["records"], counts["failures"], skipped, len(dataset), time.perf_counter() - start,
+                        remaining=len(todo) - n, duplicates=len(structures) - skipped - len(todo),
+                        interrupted=flag.received)
 
 
 class _progress:

@@ -17,11 +17,13 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 from ase.data import chemical_symbols
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlff.errors import MLFFError
 from mlff.geometry import MIN_DISTANCE_A, geometry_problem
 
-__all__ = ["labels", "make_record", "geometry_hash", "content_hash", "validate", "json_info"]
+__all__ = ["labels", "make_record", "geometry_hash", "content_hash", "geometry_digest", "content_digest", "voigt",
+           "validate", "json_info"]
 
 
 def labels(atoms: Atoms) -> dict:
@@ -81,20 +83,39 @@ def _digest(parts) -> str:
     return digest.hexdigest()
 
 
+def geometry_digest(numbers, positions, cell, pbc, charge: int, multiplicity: int) -> str:
+    """sha256 of a geometry given as arrays (numbers [N], positions [N,3] Å, cell [3,3] Å, pbc [3])."""
+    return _digest([np.asarray(numbers, np.int64), np.asarray(positions, np.float64),
+                    np.asarray(cell, np.float64), np.asarray(pbc, bool),
+                    np.array([charge, multiplicity], np.int64)])
+
+
 def geometry_hash(atoms: Atoms) -> str:
     """sha256 of what defines the calculation: numbers, positions, cell, pbc, charge, multiplicity."""
-    return _digest([np.asarray(atoms.numbers, np.int64), np.asarray(atoms.positions, np.float64),
-                    np.asarray(atoms.cell.array, np.float64), np.asarray(atoms.pbc, bool),
-                    np.array([atoms.info.get("charge", 0), atoms.info.get("multiplicity", 1)], np.int64)])
+    return geometry_digest(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc,
+                           atoms.info.get("charge", 0), atoms.info.get("multiplicity", 1))
+
+
+def content_digest(geometry: str, energy, forces, stress, info_json: str) -> str:
+    """sha256 of a geometry hash, the labels present (None: absent; stress in Voigt order) and the info JSON."""
+    parts = [np.frombuffer(geometry.encode(), np.uint8)]
+    parts += [np.asarray(v, np.float64) for v in (energy, forces, stress) if v is not None]
+    parts.append(np.frombuffer(info_json.encode(), np.uint8))
+    return _digest(parts)
+
+
+def voigt(stress) -> np.ndarray:
+    """Stress as 6 Voigt components (xx, yy, zz, yz, xz, xy), from 6 or 3x3."""
+    stress = np.asarray(stress, np.float64)
+    return full_3x3_to_voigt_6_stress(stress) if stress.shape == (3, 3) else stress
 
 
 def content_hash(atoms: Atoms) -> str:
     """sha256 of the geometry hash, the labels and the info (provenance included)."""
     lab = labels(atoms)
-    parts = [np.frombuffer(geometry_hash(atoms).encode(), np.uint8)]
-    parts += [np.asarray(lab[k], np.float64) for k in ("energy", "forces", "stress") if k in lab]
-    parts.append(np.frombuffer(json.dumps(json_info(atoms), sort_keys=True).encode(), np.uint8))
-    return _digest(parts)
+    return content_digest(geometry_hash(atoms), lab.get("energy"), lab.get("forces"),
+                          voigt(lab["stress"]) if "stress" in lab else None,
+                          json.dumps(json_info(atoms), sort_keys=True))
 
 
 def validate(atoms: Atoms, where: str, *, require=("energy", "forces"), elements=None,

@@ -7,12 +7,20 @@ Layout (one group per table, ``records`` and ``failures``; A atoms in all, R rec
     energy [R] eV (NaN: none), stress [R,6] eV/Å³ Voigt (NaN: none), charge [R] e, multiplicity [R]
     geometry_hash [R], content_hash [R] (sha256 hex), info [R] JSON (tags, xi, source, provenance, fixed)
 
+Version 2 files (written since format version 2) compress every column (gzip, shuffle), store the hashes as
+fixed 64-byte strings and the info JSON as one gzip-compressed byte stream (``info_bytes`` [B] uint8, with
+``info_offset`` [R] and ``info_length`` [R]); ``precision`` (file attribute) "float32" stores positions and
+forces as float32. Reading always returns float64; the hashes are computed from the stored (rounded) values.
+Version 1 files (info as variable-length strings) are read and appended to in their own layout.
+
 Appending is crash-safe by copy-on-write: the new records go into a copy that replaces the file in one
-atomic rename, so a run killed at any point leaves the file as it was before the interrupted append.
+atomic rename, so a run killed at any point leaves the file as it was before the interrupted append. One
+process at a time appends (a lock file ``<path>.lock``, see ``mlff.lock``); readers need no lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,54 +34,93 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
-from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlff.errors import MLFFError
-from mlff.data.records import content_hash, geometry_hash, json_info, labels, validate
+from mlff.data.records import content_digest, geometry_digest, json_info, labels, validate, voigt
+from mlff.lock import WriterLock, lock_path_for
 from mlff.provenance import provenance
 
-__all__ = ["Dataset", "TABLES"]
+__all__ = ["Dataset", "TABLES", "PRECISIONS"]
 
-FORMAT, VERSION = "mlff-dataset", 1
+FORMAT, VERSION = "mlff-dataset", 2
 TABLES = ("records", "failures")
+PRECISIONS = ("float64", "float32")
+_STR = h5py.string_dtype()
 _PER_ATOM = {"numbers": ((), np.int16), "positions": ((3,), np.float64), "forces": ((3,), np.float64)}
 _PER_RECORD = {"offset": ((), np.int64), "n_atoms": ((), np.int64), "cell": ((3, 3), np.float64),
                "pbc": ((3,), bool), "energy": ((), np.float64), "stress": ((6,), np.float64),
                "charge": ((), np.int32), "multiplicity": ((), np.int32),
-               "geometry_hash": ((), h5py.string_dtype()), "content_hash": ((), h5py.string_dtype()),
-               "info": ((), h5py.string_dtype())}
+               "geometry_hash": ((), _STR), "content_hash": ((), _STR), "info": ((), _STR)}
+_HASHES = ("geometry_hash", "content_hash")
+_INFO_V2 = {"info_offset": ((), np.int64), "info_length": ((), np.int64)}  # into info_bytes [B] uint8
+_INFO_CHUNK = 1 << 16  # bytes per chunk of the compressed info stream
+_BROKEN = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError)  # what h5py raises on bad files
 
 
-def _create_table(group: h5py.Group) -> None:
-    for name, (shape, dtype) in {**_PER_ATOM, **_PER_RECORD}.items():
-        compress = {"compression": "gzip", "shuffle": True} if name in _PER_ATOM else {}
+def _layout(version: int, precision: str) -> dict:
+    """name -> (shape, dtype, compressed, chunk rows) of every dataset of a table."""
+    real = np.float32 if precision == "float32" else np.float64
+    if version < 2:
+        atom = {n: (sh, dt, True, 1024) for n, (sh, dt) in _PER_ATOM.items()}
+        return {**atom, **{n: (sh, dt, False, 1024) for n, (sh, dt) in _PER_RECORD.items()}}
+    atom = {n: (sh, real if n != "numbers" else dt, True, 1024) for n, (sh, dt) in _PER_ATOM.items()}
+    rec = {n: (sh, "S64" if n in _HASHES else dt, True, 1024) for n, (sh, dt) in _PER_RECORD.items() if n != "info"}
+    return {**atom, **rec, **{n: (sh, dt, True, 1024) for n, (sh, dt) in _INFO_V2.items()},
+            "info_bytes": ((), np.uint8, True, _INFO_CHUNK)}
+
+
+def _create_table(group: h5py.Group, version: int, precision: str) -> None:
+    for name, (shape, dtype, compressed, rows) in _layout(version, precision).items():
+        compress = {"compression": "gzip", "shuffle": True} if compressed else {}
         group.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-                             chunks=(1024, *shape), **compress)
+                             chunks=(rows, *shape), **compress)
 
 
-def _columns(atoms_list: Sequence[Atoms], first_atom: int) -> tuple[dict, dict]:
-    """Per-atom and per-record arrays for ``atoms_list``; offsets start at ``first_atom``."""
+def _rounded(values: np.ndarray, precision: str) -> np.ndarray:
+    """``values`` as the file will hold them (float32 files round on the way in), as float64."""
+    values = np.asarray(values, np.float64)
+    return values.astype(np.float32).astype(np.float64) if precision == "float32" else values
+
+
+def _columns(atoms_list: Sequence[Atoms], first_atom: int, precision: str) -> tuple[dict, dict]:
+    """Per-atom and per-record arrays for ``atoms_list`` as stored; offsets start at ``first_atom``."""
     n_atoms = np.array([len(a) for a in atoms_list], np.int64)
     per_atom = {"numbers": np.concatenate([a.numbers for a in atoms_list]).astype(np.int16),
-                "positions": np.concatenate([a.positions for a in atoms_list])}
+                "positions": _rounded(np.concatenate([a.positions for a in atoms_list]), precision)}
     forces, energy, stress = [], [], []
     for a in atoms_list:
         lab = labels(a)
         forces.append(lab.get("forces", np.full((len(a), 3), np.nan)))
         energy.append(lab.get("energy", np.nan))
-        s = lab.get("stress", np.full(6, np.nan))
-        stress.append(full_3x3_to_voigt_6_stress(s) if s.shape == (3, 3) else s)
-    per_atom["forces"] = np.concatenate(forces)
+        stress.append(voigt(lab["stress"]) if "stress" in lab else np.full(6, np.nan))
+    per_atom["forces"] = _rounded(np.concatenate(forces), precision)
     per_record = {
         "offset": first_atom + np.concatenate([[0], np.cumsum(n_atoms)[:-1]]), "n_atoms": n_atoms,
         "cell": np.stack([a.cell.array for a in atoms_list]), "pbc": np.stack([a.pbc for a in atoms_list]),
         "energy": np.array(energy, np.float64), "stress": np.stack(stress),
         "charge": np.array([int(a.info.get("charge", 0)) for a in atoms_list], np.int32),
         "multiplicity": np.array([int(a.info.get("multiplicity", 1)) for a in atoms_list], np.int32),
-        "geometry_hash": [geometry_hash(a) for a in atoms_list],
-        "content_hash": [content_hash(a) for a in atoms_list],
         "info": [json.dumps(json_info(a), sort_keys=True) for a in atoms_list]}
+    local = {**per_record, "offset": per_record["offset"] - first_atom}
+    hashes = [_hashes(local, per_atom, k) for k in range(len(atoms_list))]
+    per_record["geometry_hash"] = [g for g, _ in hashes]
+    per_record["content_hash"] = [c for _, c in hashes]
     return per_atom, per_record
+
+
+def _hashes(cols: dict, atom_cols: dict, k: int, *, legacy_stress: bool = False) -> tuple[str, str]:
+    """(geometry hash, content hash) of record ``k`` computed from the arrays that hold it."""
+    start = int(cols["offset"][k])
+    stop = start + int(cols["n_atoms"][k])
+    geometry = geometry_digest(atom_cols["numbers"][start:stop], atom_cols["positions"][start:stop],
+                               cols["cell"][k], cols["pbc"][k], int(cols["charge"][k]), int(cols["multiplicity"][k]))
+    energy, forces, stress = cols["energy"][k], atom_cols["forces"][start:stop], cols["stress"][k]
+    if legacy_stress and np.isfinite(stress).all():  # version 1 hashed a 3x3 stress as given
+        from ase.stress import voigt_6_to_full_3x3_stress
+
+        stress = voigt_6_to_full_3x3_stress(stress)
+    labels_ = [v if np.isfinite(v).all() else None for v in (energy, forces, stress)]
+    return geometry, content_digest(geometry, *labels_, cols["info"][k])
 
 
 def _extend(dataset: h5py.Dataset, values) -> None:
@@ -81,6 +128,38 @@ def _extend(dataset: h5py.Dataset, values) -> None:
     start = dataset.shape[0]
     dataset.resize(start + len(values), axis=0)
     dataset[start:] = values
+
+
+def _append_columns(group: h5py.Group, per_atom: dict, per_record: dict, version: int) -> None:
+    if version >= 2:
+        encoded = [s.encode() for s in per_record.pop("info")]
+        lengths = np.array([len(b) for b in encoded], np.int64)
+        per_record["info_offset"] = group["info_bytes"].shape[0] + np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        per_record["info_length"] = lengths
+        per_record["info_bytes"] = np.frombuffer(b"".join(encoded), np.uint8)
+        for name in _HASHES:
+            per_record[name] = np.array([h.encode() for h in per_record[name]], "S64")
+    for name, values in {**per_atom, **per_record}.items():
+        _extend(group[name], values)
+
+
+def _read_columns(group: h5py.Group, version: int) -> tuple[dict, dict]:
+    """Every column of a table as stored (per-atom reals as float64, hashes and info as str)."""
+    atom_cols = {name: group[name][()] for name in _PER_ATOM}
+    for name in ("positions", "forces"):
+        atom_cols[name] = atom_cols[name].astype(np.float64)
+    cols = {name: group[name][()] for name in _PER_RECORD if name != "info" or version < 2}
+    for name in _HASHES + (("info",) if version < 2 else ()):
+        cols[name] = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in cols[name]], dtype=object)
+    if version >= 2:
+        cols["info"] = _info_strings(group)
+    return cols, atom_cols
+
+
+def _info_strings(group: h5py.Group) -> np.ndarray:
+    blob = group["info_bytes"][()].tobytes()
+    offsets, lengths = group["info_offset"][()], group["info_length"][()]
+    return np.array([blob[o:o + n].decode() for o, n in zip(offsets, lengths)], dtype=object)
 
 
 def _fsync(path: Path) -> None:
@@ -106,11 +185,17 @@ def _remove_stale_copies(path: Path) -> None:
             continue
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
 class Dataset:
     """An HDF5 dataset of configurations. ``Dataset.create(path)`` makes one, ``Dataset(path)`` opens one.
 
     Records come in and out as ASE ``Atoms`` (see ``mlff.data.records``); files are opened only for the
-    duration of a call, so a Dataset object holds no file handle.
+    duration of a call, so a Dataset object holds no file handle. A file HDF5 cannot read (truncated,
+    corrupted) is one ``MLFFError`` line in every operation.
     """
 
     def __init__(self, path: str | Path):
@@ -121,27 +206,53 @@ class Dataset:
         with self._open() as f:
             if f.attrs.get("format") != FORMAT:
                 raise MLFFError(f"{self.path} is not an mlff dataset (no format={FORMAT!r} attribute)")
+            self.version = int(f.attrs.get("version", 1))
+            self.precision = str(f.attrs.get("precision", "float64"))
+        if self.version > VERSION:
+            raise MLFFError(f"{self.path} is a version {self.version} dataset; this mlff reads versions up to "
+                            f"{VERSION}: update mlff")
 
     @classmethod
-    def create(cls, path: str | Path, *, description: str = "", overwrite: bool = False) -> "Dataset":
+    def create(cls, path: str | Path, *, description: str = "", overwrite: bool = False,
+               precision: str = "float64") -> "Dataset":
+        """A new empty dataset. ``precision="float32"`` stores positions and forces as float32 (half the
+        bytes; about 1e-7 relative rounding, applied on the way in, so hashes stay exact)."""
         path = Path(path)
+        if precision not in PRECISIONS:
+            raise MLFFError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if path.exists() and not overwrite:
             raise MLFFError(f"{path} exists; pass overwrite=True (or --overwrite) to replace it")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _tmp_name(path)
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update(format=FORMAT, version=VERSION, description=description,
-                           provenance=json.dumps(provenance()))
-            for table in TABLES:
-                _create_table(f.create_group(table))
-        os.replace(tmp, path)
+        with WriterLock(lock_path_for(path), f"dataset {path}"):
+            tmp = _tmp_name(path)
+            with h5py.File(tmp, "w", fs_strategy="fsm", fs_persist=True) as f:  # appends reuse freed space
+                f.attrs.update(format=FORMAT, version=VERSION, description=description, precision=precision,
+                               provenance=json.dumps(provenance()))
+                for table in TABLES:
+                    _create_table(f.create_group(table), VERSION, precision)
+            os.replace(tmp, path)
         return cls(path)
 
-    def _open(self, mode: str = "r") -> h5py.File:
+    @contextlib.contextmanager
+    def _open(self, mode: str = "r", path: Path | None = None):
+        """The HDF5 file; anything h5py raises on a damaged file becomes one MLFFError line."""
         try:
-            return h5py.File(self.path, mode)
-        except OSError as err:
-            raise MLFFError(f"cannot open {self.path} as HDF5: {err}") from None
+            handle = h5py.File(path or self.path, mode)
+        except _BROKEN as err:
+            raise MLFFError(f"cannot open {self.path} as HDF5 ({_first_line(err)}); it is truncated, corrupted "
+                            "or not an HDF5 file") from None
+        try:
+            with handle as f:
+                yield f
+        except MLFFError:
+            raise
+        except _BROKEN as err:
+            raise MLFFError(f"{self.path}: cannot read the dataset ({_first_line(err)}); the file is truncated "
+                            "or corrupted: restore it from a copy") from None
+
+    def writer_lock(self) -> WriterLock:
+        """The lock a process holds while it writes this dataset (``with ds.writer_lock(): ...``)."""
+        return WriterLock(lock_path_for(self.path), f"dataset {self.path}")
 
     # ---- writing ------------------------------------------------------------------------------
     def append(self, atoms_list: Iterable[Atoms], *, table: str = "records", where: str = "record",
@@ -150,6 +261,7 @@ class Dataset:
 
         ``where`` names the source in error messages ("file.xyz record 3: forces contain NaN").
         ``require``: labels every record must carry (``()`` for unlabelled geometries, e.g. a pool).
+        Refused (one line naming the holder) while another process holds the dataset's writer lock.
         """
         atoms_list = list(atoms_list)
         self._check_table(table)
@@ -157,21 +269,26 @@ class Dataset:
             validate(atoms, f"{where} {k}", require=require, elements=elements)
         if not atoms_list:
             return len(self) if table == "records" else self.count(table)
-        tmp = _tmp_name(self.path)
-        shutil.copyfile(self.path, tmp)
-        try:
-            with h5py.File(tmp, "a") as f:
-                group = f[table]
-                per_atom, per_record = _columns(atoms_list, group["numbers"].shape[0])
-                for name, values in {**per_atom, **per_record}.items():
-                    _extend(group[name], values)
-                length = group["offset"].shape[0]
-            _fsync(tmp)
-            os.replace(tmp, self.path)
-            _fsync(self.path.parent)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with self.writer_lock():
+            tmp = _tmp_name(self.path)
+            shutil.copyfile(self.path, tmp)
+            try:
+                with self._open("a", path=tmp) as f:
+                    group = f[table]
+                    per_atom, per_record = _columns(atoms_list, group["numbers"].shape[0], self.precision)
+                    _append_columns(group, per_atom, per_record, self.version)
+                    length = group["offset"].shape[0]
+                _fsync(tmp)
+                os.replace(tmp, self.path)
+                _fsync(self.path.parent)
+            finally:
+                tmp.unlink(missing_ok=True)
         return length
+
+    def geometry_hash(self, atoms: Atoms) -> str:
+        """The geometry hash ``atoms`` gets in this dataset (positions rounded as the file stores them)."""
+        return geometry_digest(atoms.numbers, _rounded(atoms.positions, self.precision), atoms.cell.array,
+                               atoms.pbc, int(atoms.info.get("charge", 0)), int(atoms.info.get("multiplicity", 1)))
 
     # ---- reading ------------------------------------------------------------------------------
     def _check_table(self, table: str) -> None:
@@ -189,28 +306,41 @@ class Dataset:
     def column(self, name: str, table: str = "records") -> np.ndarray:
         """One per-record column (``energy``, ``charge``, ``geometry_hash``, ...) as an array."""
         self._check_table(table)
+        if name not in _PER_RECORD:
+            raise MLFFError(f"no column {name!r}; expected one of {', '.join(_PER_RECORD)}")
         with self._open() as f:
-            if name not in _PER_RECORD:
-                raise MLFFError(f"no column {name!r}; expected one of {', '.join(_PER_RECORD)}")
+            if name == "info" and self.version >= 2:
+                return _info_strings(f[table])
             data = f[table][name][()]
-        return np.array([v.decode() if isinstance(v, bytes) else v for v in data]) if data.dtype.kind == "O" else data
+        return np.array([v.decode() if isinstance(v, bytes) else v for v in data]) if data.dtype.kind in "OS" else data
 
     def infos(self, table: str = "records") -> list[dict]:
         """The info dict of every record (with ``charge`` and ``multiplicity``)."""
         charge, multiplicity = self.column("charge", table), self.column("multiplicity", table)
-        return [{**json.loads(s), "charge": int(c), "multiplicity": int(m)}
-                for s, c, m in zip(self.column("info", table), charge, multiplicity)]
+        strings = self.column("info", table)
+        try:
+            return [{**json.loads(s), "charge": int(c), "multiplicity": int(m)}
+                    for s, c, m in zip(strings, charge, multiplicity)]
+        except ValueError as err:
+            raise MLFFError(f"{self.path}: a record's info is not valid JSON ({err}); the file is corrupted") from None
+
+    def _columns_of(self, table: str) -> tuple[dict, dict]:
+        self._check_table(table)
+        with self._open() as f:
+            return _read_columns(f[table], self.version)
 
     def read(self, indices: Sequence[int] | None = None, *, table: str = "records") -> list[Atoms]:
         """Records as ASE Atoms with a SinglePointCalculator holding their labels."""
-        self._check_table(table)
-        with self._open() as f:
-            g = f[table]
-            cols = {name: g[name][()] for name in _PER_RECORD}
-            atom_cols = {name: g[name][()] for name in _PER_ATOM}
+        cols, atom_cols = self._columns_of(table)
         n = len(cols["offset"])
         indices = range(n) if indices is None else [int(i) for i in indices]
-        return [self._atoms(cols, atom_cols, k) for k in self._checked(indices, n)]
+        try:
+            return [self._atoms(cols, atom_cols, k) for k in self._checked(indices, n)]
+        except MLFFError:
+            raise
+        except _BROKEN as err:
+            raise MLFFError(f"{self.path}: cannot read the dataset ({_first_line(err)}); the file is "
+                            "corrupted: restore it from a copy") from None
 
     def _checked(self, indices, n: int):
         for k in indices:
@@ -234,7 +364,6 @@ class Dataset:
         if results:
             atoms.calc = SinglePointCalculator(atoms, **results)
         return atoms
-
     # ---- subsets and splits -------------------------------------------------------------------
     def indices(self, *, tag: str | None = None, where: Callable[[dict], bool] | None = None) -> np.ndarray:
         """Records carrying ``tag`` (in ``info["tags"]``) and/or for which ``where(info)`` is true."""
@@ -263,13 +392,58 @@ class Dataset:
         bucket = np.minimum(np.searchsorted(edges, u, side="right"), len(edges) - 1)
         return {name: np.flatnonzero(bucket == b) for b, name in enumerate(fractions)}
 
-    # ---- summary ------------------------------------------------------------------------------
-    def checksum(self) -> str:
-        """sha256 over the content hashes of all records, in order: one number for the whole dataset."""
-        return hashlib.sha256("".join(self.column("content_hash")).encode()).hexdigest()
+    # ---- integrity ----------------------------------------------------------------------------
+    def _recomputed(self, table: str) -> tuple[list[str], list[str], dict]:
+        """Content hashes recomputed from the stored data (as in the file) and the hashes the file stores.
 
+        A version 1 record whose stress was hashed as a 3x3 matrix is recomputed that way."""
+        cols, atom_cols = self._columns_of(table)
+        self._check_structure(table, cols, atom_cols)
+        try:
+            computed = [_hashes(cols, atom_cols, k) for k in range(len(cols["offset"]))]
+            if self.version < 2:
+                computed = [(g, c) if c == cols["content_hash"][k] or not np.isfinite(cols["stress"][k]).all()
+                            else _hashes(cols, atom_cols, k, legacy_stress=True) for k, (g, c) in enumerate(computed)]
+        except _BROKEN as err:
+            raise MLFFError(f"{self.path} {table}: cannot hash the stored data ({_first_line(err)}); the file "
+                            "is corrupted") from None
+        return [g for g, _ in computed], [c for _, c in computed], cols
+
+    def _check_structure(self, table: str, cols: dict, atom_cols: dict) -> None:
+        n, atoms = len(cols["offset"]), len(atom_cols["numbers"])
+        lengths = {name: len(v) for name, v in {**cols, **atom_cols}.items()}
+        bad = [name for name in cols if lengths[name] != n] + [name for name in atom_cols if lengths[name] != atoms]
+        expected = np.concatenate([[0], np.cumsum(cols["n_atoms"])[:-1]]).astype(np.int64) if n else np.zeros(0)
+        if bad or (n and (not np.array_equal(cols["offset"], expected) or int(np.sum(cols["n_atoms"])) != atoms)):
+            raise MLFFError(f"{self.path} {table}: the columns do not fit together ("
+                            + (f"{bad[0]} has {lengths[bad[0]]} rows" if bad else "atom offsets are inconsistent")
+                            + "); the file is corrupted")
+
+    def checksum(self) -> str:
+        """sha256 over every record's content hash recomputed from the stored arrays and info, in order:
+        one number for what the file holds (an edited or damaged record changes it)."""
+        return hashlib.sha256("".join(self._recomputed("records")[1]).encode()).hexdigest()
+
+    def verify(self) -> dict[str, int]:
+        """Read every record of both tables and check each stored hash against its data; returns the
+        counts. A record that does not match is one MLFFError line naming it."""
+        counts = {}
+        for table in TABLES:
+            geometry, content, cols = self._recomputed(table)
+            for k in range(len(content)):
+                for what, mine, stored in (("geometry", geometry[k], cols["geometry_hash"][k]),
+                                           ("content", content[k], cols["content_hash"][k])):
+                    if mine != stored:
+                        raise MLFFError(f"{self.path} {table} record {k}: its data no longer matches its {what} hash "
+                                        f"(stored {stored[:16]}, computed {mine[:16]}): the file was edited or "
+                                        "corrupted")
+            self.read(table=table)  # every record builds
+            counts[table] = len(content)
+        return counts
+
+    # ---- summary ------------------------------------------------------------------------------
     def summary(self) -> dict:
-        """Counts, composition, tags, label ranges, creation provenance and checksum."""
+        """Counts, composition, tags, label ranges, creation provenance, storage and checksum."""
         with self._open() as f:
             attrs = {"description": str(f.attrs.get("description", "")),
                      "created": json.loads(f.attrs.get("provenance", "{}"))}
@@ -285,4 +459,4 @@ class Dataset:
                 "atoms": int(len(numbers)), "elements": [chemical_symbols[z] for z in np.unique(numbers)],
                 "atoms_per_record": sorted({int(n) for n in n_atoms}), "tags": tags,
                 "energy_eV": [float(np.nanmin(energy)), float(np.nanmax(energy))] if np.isfinite(energy).any() else None,
-                "checksum": self.checksum(), **attrs}
+                "checksum": self.checksum(), "format_version": self.version, "precision": self.precision, **attrs}

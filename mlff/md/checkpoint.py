@@ -53,14 +53,16 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
 
 
 def save_checkpoint(path, state: MDState, *, config: dict, model_state: dict | None = None,
-                    extra: dict | None = None) -> Path:
-    """Write ``state`` (and the model's neighbour-list state) to ``path`` atomically."""
+                    extra: dict | None = None, inputs: dict | None = None) -> Path:
+    """Write ``state`` (and the model's neighbour-list state) to ``path`` atomically. ``inputs``: JSON-safe
+    pins of the run's inputs (the potential's checksums), checked on resume."""
     data = {name: getattr(state, name).detach().cpu().clone() for name in _TENSORS}
     data.update({name: getattr(state, name).detach().cpu().clone() for name in _SPREADS
                  if getattr(state, name) is not None})
     data.update(step=int(state.step), generator_state=state.generator.get_state().cpu(),
                 generator_device=str(state.generator.device), config_json=json.dumps(config, sort_keys=True, default=str),
-                config_hash=config_hash(config), model_state=dict(model_state or {}), extra=dict(extra or {}))
+                config_hash=config_hash(config), model_state=dict(model_state or {}), extra=dict(extra or {}),
+                inputs_json=json.dumps(inputs or {}, sort_keys=True))
     return atomic_torch_save(data, path)
 
 

@@ -4,10 +4,15 @@ signals and progress; the engines only step.
 Outputs in ``config.out``: trajectory.h5 (H5MD), log.csv (one row per system per frame), checkpoint.pt
 (latest state), run.json (settings, speed, drift, status, provenance); stopped.pt when a monitor stopped
 the run. SIGTERM / SIGUSR1 set a flag; the loop then writes a checkpoint and returns status "interrupted".
+
+A fresh run writes a checkpoint at step 0, so a run killed at any moment can be resumed; a directory with
+outputs but no checkpoint (killed while starting) is started again from step 0 by ``resume``. One process
+writes a run directory at a time (lock file ``.lock``); a resume refuses a potential whose weights changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -19,6 +24,7 @@ from mlff.md.checkpoint import load_checkpoint, save_checkpoint
 from mlff.md.config import MDConfig, load_md_config, read_structure
 from mlff.md.monitors import EnergyDrift, Monitors, Thresholds
 from mlff.md.runlog import CsvLog, Progress
+from mlff.lock import WriterLock
 from mlff.provenance import provenance
 from mlff.signals import SignalFlag
 
@@ -113,15 +119,58 @@ class _Outputs:
             flush_engine()
 
 
-def _checkpoint(path: Path, engine, config: MDConfig) -> Path:
+SPEED = ("ms_per_step", "ns_per_day", "atom_steps_per_s", "drift_eV_per_atom_per_ps")  # kept by a resume that runs no step
+
+
+def _checkpoint(path: Path, engine, config: MDConfig, pins: dict | None = None) -> Path:
     model_state, extra = engine.checkpoint_parts()
-    return save_checkpoint(path, engine.state, config=config.to_dict(), model_state=model_state, extra=extra)
+    return save_checkpoint(path, engine.state, config=config.to_dict(), model_state=model_state, extra=extra,
+                           inputs=pins)
 
 
-def _prepare(config: MDConfig, engine, out: Path, resume: bool) -> int | None:
+def potential_pins(config: MDConfig) -> dict:
+    """What pins the run's potential: for a directory, the sha256 of every weights file (potential.json)."""
+    if not isinstance(config.potential, (str, Path)):
+        return {}  # an untrained config (in the config hash with its seed) or an object given by a script
+    from mlff.models.store import resolve_potential_path
+
+    path = resolve_potential_path(config.potential)
+    try:
+        files = json.loads((path / "potential.json").read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # load_potential names what is wrong with it
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    return {"potential": str(path), "potential_sha256": digest, "potential_files_sha256": files}
+
+
+def _check_pins(data: dict, pins: dict, out: Path) -> None:
+    saved = json.loads(data.get("inputs_json", "{}"))
+    before, now = saved.get("potential_sha256"), pins.get("potential_sha256")
+    if before and now and before != now:
+        raise MLFFError(f"cannot resume {out}: the potential at {pins['potential']} is not the one the run started "
+                        f"with (weights sha256 {before[:16]} then, {now[:16]} now); resume with the original "
+                        "potential, or start a new run in another out directory")
+
+
+def _restartable(out: Path) -> bool:
+    """No checkpoint but outputs (killed while starting): remove them so the run starts again from step 0."""
+    partial = [out / FILES[k] for k in ("trajectory", "log", "run", "stopped") if (out / FILES[k]).exists()]
+    if not partial:
+        return False
+    print(f"mlff: note: {out} holds no checkpoint (the run was stopped before writing one): starting it again "
+          f"from step 0; the partial {', '.join(p.name for p in partial)} are replaced", file=sys.stderr)
+    for path in partial:
+        path.unlink()
+    return True
+
+
+def _prepare(config: MDConfig, engine, out: Path, resume: bool, pins: dict) -> int | None:
     """Restore from the checkpoint (resume) or evaluate the first forces; returns the restart step."""
+    if resume and not (out / FILES["checkpoint"]).exists() and _restartable(out):
+        resume = False
     if resume:
         data = load_checkpoint(out / FILES["checkpoint"], config=config.to_dict())
+        _check_pins(data, pins, out)
         engine.restore(data)
         return engine.state.step
     existing = [out / FILES[k] for k in ("checkpoint", "trajectory") if (out / FILES[k]).exists()]
@@ -131,7 +180,8 @@ def _prepare(config: MDConfig, engine, out: Path, resume: bool) -> int | None:
     return None
 
 
-def _loop(config: MDConfig, engine, outputs: _Outputs, out: Path, flag: SignalFlag, progress: Progress) -> tuple:
+def _loop(config: MDConfig, engine, outputs: _Outputs, out: Path, flag: SignalFlag, progress: Progress,
+          pins: dict) -> tuple:
     s = engine.state
     monitors = Monitors(Thresholds(config.max_force_eV_per_A, config.max_force_std_eV_per_A,
                                    config.max_energy_std_eV, config.max_temperature_K))
@@ -150,22 +200,23 @@ def _loop(config: MDConfig, engine, outputs: _Outputs, out: Path, flag: SignalFl
             progress.update(s.step)
             if reason is not None:
                 outputs.flush()
-                stopped = _checkpoint(out / FILES["stopped"], engine, config)
-                status, message = "stopped", (f"MD stopped at step {s.step}: {reason}; state saved to {stopped}, "
-                                              f"last good checkpoint {out / FILES['checkpoint']}")
+                stopped = _checkpoint(out / FILES["stopped"], engine, config, pins)
+                good = out / FILES["checkpoint"]
+                last = f"last good checkpoint {good}" if good.exists() else "no earlier checkpoint"
+                status, message = "stopped", f"MD stopped at step {s.step}: {reason}; state saved to {stopped}, {last}"
                 break
         if flag.received:
             outputs.flush()
-            path = _checkpoint(out / FILES["checkpoint"], engine, config)
+            path = _checkpoint(out / FILES["checkpoint"], engine, config, pins)
             status, message = "interrupted", (f"{flag.received} received at step {s.step}: checkpoint written to "
                                               f"{path}; continue with --resume")
             break
         if config.checkpoint_every and s.step % config.checkpoint_every == 0:
             outputs.flush()
-            _checkpoint(out / FILES["checkpoint"], engine, config)
+            _checkpoint(out / FILES["checkpoint"], engine, config, pins)
     if status == "finished":
         outputs.flush()
-        _checkpoint(out / FILES["checkpoint"], engine, config)
+        _checkpoint(out / FILES["checkpoint"], engine, config, pins)
     return status, message, s.step - start_step, drift
 
 
@@ -174,24 +225,35 @@ def run_md(config: MDConfig | dict | str | Path, *, resume: bool = False, atoms=
     """Run (or resume) the MD of ``config``; returns the run summary (also written to run.json).
 
     ``atoms`` / ``potential`` / ``engine`` replace what the config names (tests, scripts)."""
-    from mlff.md.engines import AseEngine, BatchEngine
-
     if not isinstance(config, MDConfig):
         config = load_md_config(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    with WriterLock(out / ".lock", f"MD run {out}"):
+        return _run_md(config, out, resume, atoms, potential, engine, show_progress)
+
+
+def _run_md(config: MDConfig, out: Path, resume: bool, atoms, potential, engine, show_progress) -> dict:
+    from mlff.md.engines import AseEngine, BatchEngine
+
+    pins = potential_pins(config) if potential is None and engine is None else {}
+    if resume and pins and (out / FILES["checkpoint"]).exists():  # before loading a potential it would refuse
+        _check_pins(load_checkpoint(out / FILES["checkpoint"], config=config.to_dict()), pins, out)
     if engine is None:
         atoms = atoms if atoms is not None else read_structure(config.structure)
         potential = potential if potential is not None else make_potential(config, atoms)
         engine = (BatchEngine if config.engine == "gpu" else AseEngine)(config, atoms, potential)
-    restart_step = _prepare(config, engine, out, resume)
+    restart_step = _prepare(config, engine, out, resume, pins)
     outputs = _Outputs(config, engine, out, restart_step)
-    if restart_step is None and config.trajectory_every:
-        outputs.record()
+    if restart_step is None:
+        if config.trajectory_every:
+            outputs.record()
+        outputs.flush()
+        _checkpoint(out / FILES["checkpoint"], engine, config, pins)  # resumable from the first moment on
     s = engine.state
     try:
         with SignalFlag() as flag, Progress(config.steps, s.step, config.timestep_fs, show_progress) as progress:
-            status, message, done, drift = _loop(config, engine, outputs, out, flag, progress)
+            status, message, done, drift = _loop(config, engine, outputs, out, flag, progress, pins)
             if s.device.type == "cuda":
                 torch.cuda.synchronize(s.device)
             elapsed = progress.elapsed()
@@ -204,5 +266,8 @@ def run_md(config: MDConfig | dict | str | Path, *, resume: bool = False, atoms=
                "atom_steps_per_s": len(s.positions) * 1e3 / ms, "device": str(s.device),
                "drift_eV_per_atom_per_ps": drift.per_atom_per_ps(atoms_per_system), "resumed": restart_step is not None,
                "config": config.to_dict(), "provenance": provenance()}
+    if done == 0 and restart_step is not None and (out / FILES["run"]).is_file():
+        previous = json.loads((out / FILES["run"]).read_text())  # nothing ran: keep the speed measured before
+        summary.update({k: previous[k] for k in SPEED if k in previous})
     (out / FILES["run"]).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary

@@ -147,13 +147,53 @@ def train(config: TrainConfig | dict, *, resume: bool = False, on_step=None) -> 
         teardown(dist)
 
 
+def _locked(run_dir: Path, dist: Dist):
+    """The run directory's writer lock, taken by rank 0 (the one writer); every rank fails if it is refused."""
+    from mlff.lock import WriterLock
+
+    lock, refused = WriterLock(run_dir / ".lock", f"training run {run_dir}"), None
+    if dist.main:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except MLFFError as err:
+            refused = err
+    if dist.any(refused is not None):
+        raise refused or MLFFError(f"training run {run_dir} is being written by another process (see rank 0)")
+    return lock
+
+
+def _check_data(run_dir: Path, records: Records, resume: bool, dist: Dist) -> None:
+    """data.json pins the content checksum of every dataset a run started with; a resume refuses changes."""
+    saved = run_dir / "data.json"
+    if resume and saved.is_file():
+        before = json.loads(saved.read_text())["datasets"]
+        for old, new in zip(before, records.sources):
+            if old["sha256"] != new["sha256"]:
+                raise MLFFError(f"cannot resume {run_dir}: dataset {new['path']} changed since the run started "
+                                f"(checksum {old['sha256'][:16]} then, {new['sha256'][:16]} now); restore it, or "
+                                "train into a new --out")
+        return
+    if dist.main:
+        saved.write_text(json.dumps({"datasets": records.sources}, indent=2) + "\n")
+
+
 def _train(config: TrainConfig, dist: Dist, resume: bool, on_step) -> TrainResult:
     run_dir = Path(config.out)
+    lock = _locked(run_dir, dist)
+    try:
+        return _train_locked(config, dist, resume, on_step, run_dir)
+    finally:
+        lock.release()
+
+
+def _train_locked(config: TrainConfig, dist: Dist, resume: bool, on_step, run_dir: Path) -> TrainResult:
     _check_run_dir(run_dir, config, resume)
     if dist.main and not resume:
         _write_config(run_dir, config)
     dist.barrier()
     records = load_records(config.data)
+    _check_data(run_dir, records, resume, dist)
     initial = load_initial(config.init_from) if config.init_from else None
     cfg = _model_setup(config, records, initial)
     graphs = build_graphs(records.atoms, cfg.r_max, device=dist.device, dtype=_dtype(config.dtype))

@@ -190,9 +190,13 @@ def test_sigterm_writes_a_checkpoint_and_the_resumed_run_finishes(tmp_path, stru
     proc = subprocess.Popen([sys.executable, "-m", "mlff.cli", "md", str(path)], env=env, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.time() + 120
-    while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+
+    def checkpointed(step):  # a fresh run writes one at step 0 already
+        return (out / "checkpoint.pt").exists() and load_checkpoint(out / "checkpoint.pt")["step"] >= step
+
+    while not checkpointed(5) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    assert (out / "checkpoint.pt").exists(), proc.stderr.read() if proc.poll() is not None else "timeout"
+    assert checkpointed(5), proc.stderr.read() if proc.poll() is not None else "timeout"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 75, err

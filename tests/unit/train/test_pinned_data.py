@@ -1,0 +1,58 @@
+"""Training pins its data: a resume refuses a dataset whose content changed, the potential records the
+checksum of the data it was trained on, and `mlff train` exits 75 after SIGTERM/SIGUSR1 like `mlff md`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+
+import pytest
+import yaml
+from helpers import config, emt_records
+
+from mlff.cli import main
+from mlff.data import Dataset
+from mlff.errors import MLFFError
+from mlff.train import train
+from mlff.train.loop import Trainer
+
+
+def _stop_after_one_step(trainer):
+    trainer.request_stop()
+
+
+def test_resume_refuses_changed_data_and_the_potential_records_its_checksum(small_config, emt_dataset, tmp_path):
+    data = tmp_path / "data.h5"
+    shutil.copy(emt_dataset, data)
+    cfg = config(small_config, data, tmp_path / "run", max_epochs=1, batch_size=12)
+    assert train(cfg, on_step=_stop_after_one_step).status == "stopped"
+    started = Dataset(data).checksum()
+    Dataset(data).append(emt_records(1, seed=5))
+    with pytest.raises(MLFFError, match=rf"dataset {data} changed since the run started \(checksum "
+                                        rf"{started[:16]} then, {Dataset(data).checksum()[:16]} now\)"):
+        train(cfg, resume=True)
+    shutil.copy(emt_dataset, data)  # the data it started with: the run goes on
+    done = train(cfg, resume=True)
+    card = json.loads((done.potential_dir / "potential.json").read_text())
+    assert [d["sha256"] for d in card["metadata"]["training"]["data"]] == [started]
+    assert started in card["metadata"]["training_data"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_mlff_train_exits_75_after_a_signal(small_config, emt_dataset, tmp_path, monkeypatch, capsys, signum):
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config(small_config, emt_dataset, tmp_path / "run", max_epochs=50)))
+    step = Trainer._step
+
+    def signalled(self, batch):
+        if self.state["global_step"] == 0:
+            os.kill(os.getpid(), signum)  # as the scheduler would, while the run trains
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_step", signalled)
+    assert main(["train", str(path)]) == 75
+    assert "continue with `mlff train" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert (tmp_path / "run" / "member_00" / "checkpoint.pt").is_file()
