@@ -32,7 +32,7 @@ def test_potential_build_info_export(tmp_path, small_config):
 
 @pytest.mark.parametrize("args, message", [
     (["potential", "info", "/no/such/dir"], "not a potential directory"),
-    (["potential", "build", "/no/such.yaml", "out"], "config file not found"),
+    (["potential", "build", "/no/such.yaml", "/no/such/out"], "config file not found"),
 ])
 def test_user_errors_are_one_line_without_traceback(args, message):
     done = mlff(*args)
