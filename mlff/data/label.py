@@ -24,6 +24,7 @@ from mlff.data.records import geometry_hash, make_record, validate
 from mlff.data.store import Dataset
 from mlff.errors import MLFFError
 from mlff.provenance import provenance
+from mlff.signals import SignalFlag
 
 __all__ = ["label", "LabelSummary"]
 
@@ -71,6 +72,7 @@ def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, 
     ``provenance`` dict: the level of theory and code (``labeler.level()``), SCF convergence, wall time,
     where the geometry came from, when and where it was labelled. With ``time_limit_s`` the run stops
     (after saving) before a structure that would likely end past the limit; run it again to go on.
+    SIGTERM / SIGUSR1 (a batch scheduler's stop) end the run the same way after the current structure.
     """
     if checkpoint_every < 1:
         raise MLFFError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
@@ -98,9 +100,11 @@ def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, 
                 items.clear()
 
     n, slowest = 0, 0.0
-    with _progress(progress, len(todo), labeler.name) as advance:
+    with _progress(progress, len(todo), labeler.name) as advance, SignalFlag() as stop:
         for structure in todo:
             if time_limit_s is not None and time.perf_counter() - start + slowest > time_limit_s:
+                break
+            if stop.received:
                 break
             began = time.perf_counter()
             table, record = _outcome(labeler, structure, software)
