@@ -90,12 +90,12 @@ def _program(job: Job, profile: SiteProfile) -> tuple[list[str], str]:
     """Shell lines before the launch, and the launch line (without the trailing &)."""
     args = " ".join(a if a.startswith('"') else shlex.quote(a) for a in job.command)  # '"...': shell words
     mlff = profile.mlff
-    if not job.torchrun:
-        return [], f"{mlff} {args} $resume"
+    if not job.torchrun:  # started with the stop signals ignored: they are resent until its handler is in
+        return [], f"(trap '' USR1 TERM; exec {mlff} {args} $resume)"
     world = job.nodes * job.procs_per_node
     pre = ['head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
            f'export MLFF_EXIT_STATUS="{{logs}}/exit-$SLURM_JOB_ID-${{SLURM_RESTART_COUNT:-0}}"',
-           f"world={world}"]
+           f"world={world}"]  # no resending: torchrun takes one signal, then shuts its workers down
     launch = (f"srun --ntasks-per-node=1 --kill-on-bad-exit=1 {profile.torchrun} --nnodes=\"$SLURM_NNODES\" "
               f"--nproc-per-node={job.procs_per_node} --rdzv-backend=c10d "
               f"--rdzv-endpoint=\"$head:{profile.rdzv_port}\" --rdzv-id=\"$SLURM_JOB_ID\" "
@@ -106,11 +106,18 @@ def _program(job: Job, profile: SiteProfile) -> tuple[list[str], str]:
 _TRAPS = r"""child=""
 interrupted=0
 forwarded=""
+resender=""
 forward() {  # the stop signals of SLURM (time limit, preemption, scancel --batch --signal) go to the program
     interrupted=1
-    forwarded="$1"
     echo "mlff-slurm: SIG$1 received at $(date -u +%FT%TZ); forwarding it to the program"
-    if [ -n "$child" ]; then kill -s "$1" "$child" 2>/dev/null; fi
+    if [ -n "$child" ]; then
+        kill -s "$1" "$child" 2>/dev/null
+        if [ -z "$forwarded" ] && [ "$resend" = 1 ]; then  # again every 5 s: a program still starting up
+            ( while sleep 5 && kill -0 "$child" 2>/dev/null; do kill -s "$1" "$child" 2>/dev/null; done ) &
+            resender=$!  # ignores it until its handler is installed
+        fi
+    fi
+    forwarded="$1"
 }
 trap 'forward USR1' USR1
 trap 'forward TERM' TERM"""
@@ -131,6 +138,7 @@ while :; do  # bash runs a trap only between commands: wait in a loop until the 
     if [ "$interrupted" = 1 ] && [ "$rc" -gt 128 ]; then continue; fi
     break
 done
+if [ -n "$resender" ]; then kill "$resender" 2>/dev/null; fi
 fi
 {exit_files}
 if [ -n "$forwarded" ] && { [ "$rc" -eq 138 ] || [ "$rc" -eq 143 ]; }; then
@@ -180,8 +188,9 @@ def render_script(job: Job, profile: SiteProfile, *, logs_dir: str, workdir: str
                        "exit_files": _EXIT_FILES if job.torchrun else "",
                        "max_requeues": str(profile.max_requeues)}.items():
         body = body.replace("{" + key + "}", value)
+    resend = "resend=0" if job.torchrun else "resend=1"
     lines = ["#!/bin/bash", *_header(job, profile, logs_dir, workdir), "",
              f"# mlff slurm: {job.kind} job {job.name!r} of {graph}{deps}",
              f"# written {when} by mlff {getattr(mlff, '__version__', '?')}; run dir {job.run_dir}",
-             "set -u", _TRAPS, *_environment(profile)]
+             "set -u", resend, _TRAPS, *_environment(profile)]
     return "\n".join(lines) + "\n" + body

@@ -156,11 +156,11 @@ def test_time_limited_md_job_continues_itself_to_the_end(cluster, md_inputs):
 
     work = md_inputs
     probe = run_md(md_config(work, "probe", 30), show_progress=False)
-    # SLURM checks time limits every 30 s: USR1@50 of a 1-minute limit comes 10-40 s into an attempt, so a
-    # run of ~60 s of steps cannot end in one attempt
-    steps = int(np.clip(60e3 / probe["ms_per_step"], 300, 20000)) // 20 * 20
+    # SLURM checks time limits every 30 s: USR1@35 of a 1-minute limit comes 25-55 s into an attempt (which
+    # starts Python and mace first), so a run of ~50 s of steps cannot end in one attempt
+    steps = int(np.clip(50e3 / probe["ms_per_step"], 300, 20000)) // 20 * 20
     config = md_config(work, "limited", steps)
-    submit("md", config, "--time", "1", "--set", "signal_s=50")
+    submit("md", config, "--time", "1", "--set", "signal_s=35")
     job = jobs_record(work / "limited")["jobs"][0]["job_id"]
     state = wait_final(cluster, job, timeout_s=600)
     text = log_text(work / "limited", "md", job)
@@ -170,3 +170,174 @@ def test_time_limited_md_job_continues_itself_to_the_end(cluster, md_inputs):
     assert summary["status"] == "finished" and summary["step"] == steps
     frames = trajectory(work / "limited" / "trajectory.h5")["step"].tolist()
     assert frames == list(range(0, steps + 1, 5))  # every frame once: resumed where the checkpoint was
+
+
+# ---- labelling arrays, merge, failures -------------------------------------------------------------
+
+def write_pool(path: Path, n: int, *, bad: int | None = None) -> Path:
+    """``n`` rattled small molecules EMT knows (H, C, N, O); ``bad``: that one is a CH3 radical given
+    multiplicity 1 (impossible: its labelling job fails)."""
+    from ase.build import molecule
+
+    from mlff.data import Dataset
+
+    rng = np.random.default_rng(4)
+    names = ["CH4", "H2O", "NH3", "CH3OH", "HCOOH", "CO2"]
+    frames = []
+    for k in range(n):
+        atoms = molecule("CH3" if k == bad else names[k % len(names)])
+        atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
+        atoms.info.update(source=f"pool:{k}", multiplicity=1, charge=0)
+        frames.append(atoms)
+    Dataset.create(path, description="test pool").append(frames, require=())
+    return path
+
+
+def label_config(work: Path, name: str, pool: Path, shards: int) -> Path:
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"pool": str(pool), "out": str(work / f"{name}.h5"), "shards": shards,
+                                    "labeler": {"backend": "ase", "calculator": "emt"}}))
+    return path
+
+
+VOLATILE = ("wall_s", "labelled_utc", "host")  # provenance of each calculation: when, where, how long
+
+
+def comparable(dataset) -> list:
+    from mlff.data import Dataset
+    from mlff.data.records import geometry_hash
+
+    out = []
+    for table in ("records", "failures"):
+        for atoms in Dataset(dataset).read(table=table):
+            info = {k: v for k, v in atoms.info.items() if k != "provenance"}
+            prov = {k: v for k, v in atoms.info.get("provenance", {}).items() if k not in VOLATILE}
+            labels = (atoms.get_potential_energy(), atoms.get_forces().tolist()) if atoms.calc else None
+            out.append((table, geometry_hash(atoms), json.dumps(info, sort_keys=True),
+                        json.dumps(prov, sort_keys=True), labels))
+    return out
+
+
+def test_array_labels_a_pool_in_four_shards_and_the_merge_equals_a_serial_run(cluster, work):
+    pool = write_pool(work / "pool.h5", 14)
+    submit("label", label_config(work, "labelled", pool, shards=4))
+    record = jobs_record(work / "labelled-label")
+    label, merge = record["jobs"]
+    assert label["array"] == 4 and merge["after"] == ["label"]
+    spec = work / "emt.yaml"
+    spec.write_text("backend: ase\ncalculator: emt\n")
+    assert mlff("data", "label", pool, work / "serial.h5", "--labeler", spec) == 0  # meanwhile, one serial run
+    state = wait_final(cluster, merge["job_id"])
+    assert state["JobState"] == "COMPLETED", log_text(work / "labelled-label", "merge", merge["job_id"])
+    shards = sorted((work / "labelled-label" / "shards").glob("*.h5"))
+    from mlff.data import Dataset
+
+    assert [len(Dataset(s)) for s in shards] == [4, 4, 3, 3]
+    merged, serial = comparable(work / "labelled.h5"), comparable(work / "serial.h5")
+    assert len(merged) == 14 and merged == serial  # record for record, in the pool's order
+
+
+def test_a_failing_array_task_is_reported_by_status_with_its_error(cluster, work, capsys):
+    pool = write_pool(work / "pool.h5", 4, bad=1)  # shard 1 of 2 holds the impossible radical
+    submit("label", label_config(work, "broken", pool, shards=2))
+    run_dir = work / "broken-label"
+    label, merge = jobs_record(run_dir)["jobs"]
+    wait_final(cluster, f"{label['job_id']}_1")
+    wait_final(cluster, f"{label['job_id']}_0")
+    assert wait_final(cluster, merge["job_id"])["JobState"] == "CANCELLED"  # not pending forever
+    capsys.readouterr()
+    assert mlff("slurm", "status", run_dir) == 0
+    text = capsys.readouterr().out
+    print(text)
+    lines = {line.strip().split(" ")[0]: line for line in text.splitlines()}
+    assert "COMPLETED" in lines["[0]"] and "labels 2/2" in lines["[0]"]
+    assert "FAILED" in lines["[1]"] and "exit 2:0" in lines["[1]"]
+    assert "last error: mlff: error: structure 0: charge 0 and multiplicity 1 impossible for CH3" in lines["[1]"]
+    assert "CANCELLED" in lines["merge"] and "DependencyNeverSatisfied" in lines["merge"]
+    from mlff.hpc import job_status
+
+    tasks = job_status(run_dir)["jobs"][0]["tasks"]
+    assert [t["state"] for t in tasks] == ["COMPLETED", "FAILED"] and tasks[0]["error"] is None
+
+
+# ---- training: srun torchrun, and a chain ----------------------------------------------------------
+
+def emt_dataset(path: Path, n: int) -> Path:
+    from ase.build import molecule
+    from ase.calculators.emt import EMT
+
+    from mlff.data import Dataset, make_record
+
+    rng = np.random.default_rng(0)
+    records = []
+    for k in range(n):
+        atoms = molecule(["CH4", "H2O", "NH3", "CH3OH", "HCOOH"][k % 5])
+        atoms.positions += rng.normal(0.0, 0.08, atoms.positions.shape)
+        atoms.calc = EMT()
+        e, f = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = None
+        records.append(make_record(atoms, energy=e, forces=f, source=f"emt:{k}"))
+    Dataset.create(path).append(records)
+    return path
+
+
+def train_config(work: Path, name: str, data: Path, small_config: dict, **extra) -> Path:
+    model = {k: v for k, v in small_config.items() if k != "E0s"}
+    cfg = {"data": {"paths": [str(data)]}, "model": model, "out": str(work / name), "max_epochs": 2,
+           "batch_size": 5, "device": "cpu", "progress": False, "plots": False, "optim": {"lr": 0.01}, **extra}
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_srun_torchrun_with_two_gloo_processes_trains_the_weights_of_one_process(cluster, work, small_config):
+    import torch
+
+    from mlff import load_potential
+    from mlff.train import load_train_config, train
+    from slurm_cluster import _free_ports
+
+    data = emt_dataset(work / "emt.h5", 16)
+    config = train_config(work, "ddp", data, small_config)
+    submit("train", config, "--set", "procs_per_node=2", "--set", f"rdzv_port={_free_ports(1)[0]}")
+    job = jobs_record(work / "ddp")["jobs"][0]
+    assert job["torchrun"] and job["procs_per_node"] == 2
+    single = train(load_train_config(train_config(work, "single", data, small_config)))  # meanwhile
+    state = wait_final(cluster, job["job_id"])
+    assert state["JobState"] == "COMPLETED", log_text(work / "ddp", "train", job["job_id"])[-4000:]
+    a = {n: p for n, p in load_potential(single.potential_dir).members[0].state_dict().items()}
+    b = {n: p for n, p in load_potential(work / "ddp" / "potential").members[0].state_dict().items()}
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point() and a[k].numel())
+    assert worst < 1e-9, f"largest weight difference {worst:.3g}"
+    assert all(torch.equal(a[k], b[k]) for k in a if not a[k].is_floating_point())
+
+
+def test_a_chain_label_train_md_completes_as_one_graph(cluster, work, small_config):
+    from ase.build import molecule
+    from ase.io import write
+
+    pool = write_pool(work / "pool.h5", 12)
+    label = label_config(work, "chain-data", pool, shards=2)
+    train = train_config(work, "chain-train", work / "chain-data.h5", small_config, max_epochs=1)
+    write(work / "start.xyz", molecule("CH4"))
+    md = work / "chain-md.yaml"
+    md.write_text(yaml.safe_dump({"structure": str(work / "start.xyz"), "potential": str(work / "chain-train" / "potential"),
+                                  "device": "cpu", "steps": 20, "trajectory_every": 5, "out": str(work / "chain-md")}))
+    chain = work / "chain.yaml"
+    chain.write_text(yaml.safe_dump({"steps": [{"kind": "label", "config": label.name},
+                                               {"kind": "train", "config": train.name},
+                                               {"kind": "md", "config": md.name}]}))
+    submit("chain", chain)
+    record = jobs_record(work / "chain-chain")
+    names = [(j["name"], j["after"]) for j in record["jobs"]]
+    assert names == [("label", []), ("merge", ["label"]), ("train", ["merge"]), ("md", ["train"])]
+    last = record["jobs"][-1]
+    state = wait_final(cluster, last["job_id"], timeout_s=400)
+    assert state["JobState"] == "COMPLETED", log_text(work / "chain-chain", "md", last["job_id"])[-3000:]
+    assert json.loads((work / "chain-md" / "run.json").read_text())["step"] == 20
+    from mlff.hpc import job_status
+
+    status = job_status(work / "chain-chain")
+    assert all(t["state"] == "COMPLETED" for j in status["jobs"] for t in j["tasks"])
+    assert status["jobs"][2]["progress"].startswith("epochs 1/1") and status["jobs"][3]["progress"] == "step 20/20"
