@@ -152,22 +152,24 @@ def test_md_preempted_twice_resumes_to_the_uninterrupted_trajectory(cluster, md_
 
 
 def test_time_limited_md_job_continues_itself_to_the_end(cluster, md_inputs):
-    from mlff.md.runner import run_md
-
     work = md_inputs
-    probe = run_md(md_config(work, "probe", 30), show_progress=False)
-    # SLURM checks time limits every 30 s: USR1@35 of a 1-minute limit comes 25-55 s into an attempt (which
-    # starts Python and mace first), so a run of ~50 s of steps cannot end in one attempt
-    steps = int(np.clip(50e3 / probe["ms_per_step"], 300, 20000)) // 20 * 20
-    config = md_config(work, "limited", steps)
+    # SLURM checks time limits every 30 s, so when USR1@35 of a 1-minute limit comes is not known; a run too
+    # long for one attempt is given its real length (a resumed run may change `steps`) once it was requeued
+    config = md_config(work, "limited", 1_000_000)
     submit("md", config, "--time", "1", "--set", "signal_s=35")
     job = jobs_record(work / "limited")["jobs"][0]["job_id"]
-    state = wait_final(cluster, job, timeout_s=600)
+    cluster.wait_for(lambda: "requeueing job" in log_text(work / "limited", "md", job), 240, "the first requeue")
+    from mlff.md.checkpoint import load_checkpoint
+
+    stopped_at = int(load_checkpoint(work / "limited" / "checkpoint.pt")["step"])
+    steps = stopped_at + 40
+    config.write_text(config.read_text().replace("steps: 1000000", f"steps: {steps}"))
+    state = wait_final(cluster, job, timeout_s=400)
     text = log_text(work / "limited", "md", job)
     assert state["JobState"] == "COMPLETED", text[-3000:]
-    assert int(state["Restarts"]) >= 1 and "SIGUSR1 received" in text and "requeueing job" in text
+    assert int(state["Restarts"]) >= 1 and "SIGUSR1 received" in text  # nobody but SLURM sent it
     summary = json.loads((work / "limited" / "run.json").read_text())
-    assert summary["status"] == "finished" and summary["step"] == steps
+    assert summary["status"] == "finished" and summary["step"] == steps and summary["resumed"]
     frames = trajectory(work / "limited" / "trajectory.h5")["step"].tolist()
     assert frames == list(range(0, steps + 1, 5))  # every frame once: resumed where the checkpoint was
 
