@@ -189,20 +189,18 @@ def job_status(run_dir: str | Path) -> dict:
 
 
 def _task_line(t: dict) -> str:
-    parts = [t["state"]]
+    """'FAILED (reason), exit 2:0, requeued 1x, labels 0/3; last error: ...'"""
+    head = t["state"]
     if t.get("reason") and t["reason"] not in ("None", "(null)") and t["state"] != "RUNNING":
-        parts.append(f"({t['reason']})")
-    if t.get("exit") and t["exit"] not in ("0:0",) and t["state"] not in ("PENDING", "RUNNING"):
+        head += f" ({t['reason']})"
+    parts = [head]
+    if t.get("exit") and t["exit"] != "0:0" and t["state"] not in ("PENDING", "RUNNING"):
         parts.append(f"exit {t['exit']}")
     if t.get("restarts"):
         parts.append(f"requeued {t['restarts']}x")
     if t.get("progress"):
         parts.append(t["progress"])
-    line = ", ".join([parts[0] + (" " + parts[1] if len(parts) > 1 and parts[1].startswith("(") else "")]
-                     + [p for p in parts[1:] if not p.startswith("(")])
-    if t.get("error"):
-        line += f"; last error: {t['error']}"
-    return line
+    return ", ".join(parts) + (f"; last error: {t['error']}" if t.get("error") else "")
 
 
 def format_status(status: dict) -> str:
