@@ -10,8 +10,9 @@ find the cluster through ``cluster.env`` (SLURM_CONF), which jobs inherit on sub
 ``MLFF_REQUIRE_SLURM=1`` the fixture fails instead (CI installs the Debian packages).
 Settings that matter (measured on SLURM 22.05): ``SlurmdParameters=config_overrides`` lets a 2-core
 node advertise 8 CPUs; fast scheduling needs short ``sched_interval``/``bf_interval``; ``cred_expire=5``
-lets a requeued job start again within seconds (120 s by default); ``kill_invalid_depend`` cancels jobs
-whose ``afterok`` dependency failed (they would pend forever); fake GPUs are character devices (mknod).
+lets a requeued job start again within seconds (120 s by default); ``kill_invalid_depend`` is left out on
+purpose: ``mlff slurm`` submits dependent jobs with ``--kill-on-invalid-dep=yes`` (without either, a job whose
+``afterok`` dependency failed pends forever); fake GPUs are character devices (mknod).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ MpiDefault=none
 ReturnToService=2
 SlurmdParameters=config_overrides
 SchedulerType=sched/backfill
-SchedulerParameters=sched_interval=2,bf_interval=1,sched_min_interval=100000,kill_invalid_depend
+SchedulerParameters=sched_interval=2,bf_interval=1,sched_min_interval=100000
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MinJobAge=3600

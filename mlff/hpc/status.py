@@ -18,7 +18,7 @@ from mlff.errors import MLFFError
 
 __all__ = ["job_status", "format_status", "last_error"]
 
-_ERROR = re.compile(r"^(mlff: error: .*|mlff-slurm: error: .*|[A-Za-z_.]*(Error|Exception): .*|slurmstepd: error: .*)$")
+_ERROR = re.compile(r"^(mlff: error: .*|[A-Za-z_.]*(Error|Exception|Interrupt): .*|slurmstepd\S*: error: \*\*\* .*(TIME LIMIT|CANCELLED|OUT OF MEMORY|NODE FAILURE).*)$")
 
 
 def _scontrol(job_id: str) -> list[dict]:
@@ -57,18 +57,21 @@ def _sacct(job_id: str) -> list[dict]:
 
 
 def last_error(log: Path) -> str | None:
-    """The last error line of a job log (mlff's one-line errors, the script's, a traceback's last line)."""
+    """The last error of a job log's last attempt: the program's own (mlff's one-line errors, a traceback's
+    last line) before the batch script's ("mlff-slurm: error: ...")."""
     if not log.is_file():
         return None
-    found = None
+    program = script = None
     with open(log, errors="replace") as handle:
         for line in handle:
             line = line.strip()
-            if _ERROR.match(line):
-                found = line
-            elif line.startswith("mlff-slurm: job ") and " attempt " in line:
-                found = None  # a new attempt: earlier errors were recovered from
-    return found
+            if line.startswith("mlff-slurm: job ") and " attempt " in line:
+                program = script = None  # a new attempt: earlier errors were recovered from
+            elif line.startswith("mlff-slurm: error: "):
+                script = line
+            elif _ERROR.match(line):
+                program = line
+    return program or script
 
 
 def _state_from_log(log: Path) -> str | None:

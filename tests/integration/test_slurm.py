@@ -153,10 +153,11 @@ def test_md_preempted_twice_resumes_to_the_uninterrupted_trajectory(cluster, md_
 
 def test_time_limited_md_job_continues_itself_to_the_end(cluster, md_inputs):
     work = md_inputs
-    # SLURM checks time limits every 30 s, so when USR1@35 of a 1-minute limit comes is not known; a run too
-    # long for one attempt is given its real length (a resumed run may change `steps`) once it was requeued
+    # SLURM checks time limits every 30 s and sends USR1@35 once less than 35 + 30 s are left: 55-85 s into an
+    # attempt of a 2-minute limit. A run too long for one attempt is given its real length (a resumed run may
+    # change `steps`) once it was requeued.
     config = md_config(work, "limited", 1_000_000)
-    submit("md", config, "--time", "1", "--set", "signal_s=35")
+    submit("md", config, "--time", "2", "--set", "signal_s=35")
     job = jobs_record(work / "limited")["jobs"][0]["job_id"]
     cluster.wait_for(lambda: "requeueing job" in log_text(work / "limited", "md", job), 240, "the first requeue")
     from mlff.md.checkpoint import load_checkpoint
@@ -343,3 +344,16 @@ def test_a_chain_label_train_md_completes_as_one_graph(cluster, work, small_conf
     status = job_status(work / "chain-chain")
     assert all(t["state"] == "COMPLETED" for j in status["jobs"] for t in j["tasks"])
     assert status["jobs"][2]["progress"].startswith("epochs 1/1") and status["jobs"][3]["progress"] == "step 20/20"
+
+
+def test_a_gpu_task_gets_its_gpu_from_slurm(cluster, work, md_inputs):
+    if not cluster.has_gpus:
+        pytest.skip("no fake GPU devices here (mknod refused)")
+    config = md_config(work, "gpu", 10)
+    # the 'program' only prints what SLURM gave it (exec ends the shell word list there)
+    submit("md", config, "--gpus-per-task", "1", "--set", "mlff=printenv CUDA_VISIBLE_DEVICES;")
+    record = jobs_record(work / "gpu")
+    job = record["jobs"][0]["job_id"]
+    assert "#SBATCH --gpus-per-node=1" in Path(record["jobs"][0]["script"]).read_text()
+    assert wait_final(cluster, job)["JobState"] == "COMPLETED"
+    assert "\n0\n" in log_text(work / "gpu", "md", job)
