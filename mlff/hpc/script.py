@@ -11,7 +11,8 @@ limit, or a user/preemption does (``scancel --batch --signal=USR1 JOB``); bash r
 foreground command returns, so the program runs in the background and the script waits in a loop; the
 trap forwards the signal; the program writes a checkpoint and exits 75; the script requeues the job. The
 next attempt (``SLURM_RESTART_COUNT`` > 0) adds ``--resume`` when the run's checkpoint exists. Exit 0 or
-any other code ends the job for good.
+any other code ends the job for good, and so does a stop after SIGTERM (``scancel`` sends it to every process
+of the job, so does the hard time limit): the checkpoint is written, but a cancelled job stays cancelled.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def _program(job: Job, profile: SiteProfile) -> tuple[list[str], str]:
 _TRAPS = r"""child=""
 interrupted=0
 forwarded=""
+terminated=0
 resender=""
 forward() {  # the stop signals of SLURM (time limit, preemption, scancel --batch --signal) go to the program
     interrupted=1
@@ -118,6 +120,7 @@ forward() {  # the stop signals of SLURM (time limit, preemption, scancel --batc
         fi
     fi
     forwarded="$1"
+    if [ "$1" = TERM ]; then terminated=1; fi
 }
 trap 'forward USR1' USR1
 trap 'forward TERM' TERM"""
@@ -141,11 +144,17 @@ done
 if [ -n "$resender" ]; then kill "$resender" 2>/dev/null; fi
 fi
 {exit_files}
-if [ -n "$forwarded" ] && { [ "$rc" -eq 138 ] || [ "$rc" -eq 143 ]; }; then
-    # killed by the forwarded signal before its handler was installed (or after it was removed): its files
-    # are written atomically, so the run resumes from its last checkpoint
-    echo "mlff-slurm: the program ended on the forwarded SIG$forwarded (status $rc): resumable"
+if [ -n "$forwarded" ] && [ "$rc" -eq 138 ]; then
+    # killed by the forwarded USR1 before its handler was installed: its files are written atomically, so
+    # the run resumes from its last checkpoint
+    echo "mlff-slurm: the program ended on the forwarded SIGUSR1 (status $rc): resumable"
     rc=75
+fi
+if [ "$terminated" = 1 ] && { [ "$rc" -eq 75 ] || [ "$rc" -eq 143 ]; }; then
+    # TERM is scancel, the hard time limit or a cancelling preemption: the job stays stopped
+    echo "mlff-slurm: stopped by SIGTERM (scancel, time limit or preemption): not requeued; the run resumes" \
+        "when submitted again with --resume"
+    exit 75
 fi
 case "$rc" in
     0)

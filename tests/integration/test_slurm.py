@@ -153,17 +153,17 @@ def test_md_preempted_twice_resumes_to_the_uninterrupted_trajectory(cluster, md_
 
 def test_time_limited_md_job_continues_itself_to_the_end(cluster, md_inputs):
     work = md_inputs
-    # SLURM checks time limits every 30 s and sends USR1@35 once less than 35 + 30 s are left: 55-85 s into an
-    # attempt of a 2-minute limit. A run too long for one attempt is given its real length (a resumed run may
+    # SLURM checks time limits every 30 s and sends USR1@10 once less than 10 + 30 s are left: 20-50 s into an
+    # attempt of a 1-minute limit. A run too long for one attempt is given its real length (a resumed run may
     # change `steps`) once it was requeued.
     config = md_config(work, "limited", 1_000_000)
-    submit("md", config, "--time", "2", "--set", "signal_s=35")
+    submit("md", config, "--time", "1", "--set", "signal_s=10")
     job = jobs_record(work / "limited")["jobs"][0]["job_id"]
     cluster.wait_for(lambda: "requeueing job" in log_text(work / "limited", "md", job), 240, "the first requeue")
     from mlff.md.checkpoint import load_checkpoint
 
     stopped_at = int(load_checkpoint(work / "limited" / "checkpoint.pt")["step"])
-    steps = stopped_at + 40
+    steps = stopped_at + 20
     config.write_text(config.read_text().replace("steps: 1000000", f"steps: {steps}"))
     state = wait_final(cluster, job, timeout_s=400)
     text = log_text(work / "limited", "md", job)
@@ -173,6 +173,30 @@ def test_time_limited_md_job_continues_itself_to_the_end(cluster, md_inputs):
     assert summary["status"] == "finished" and summary["step"] == steps and summary["resumed"]
     frames = trajectory(work / "limited" / "trajectory.h5")["step"].tolist()
     assert frames == list(range(0, steps + 1, 5))  # every frame once: resumed where the checkpoint was
+
+
+CANCELLABLE = """#!{python}
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(75))  # stops 'resumably', like mlff does
+open("{flag}", "w").write("running")
+time.sleep(300)
+"""
+
+
+def test_a_cancelled_job_stays_cancelled(cluster, work, md_inputs):
+    program = work / "program.py"
+    program.write_text(CANCELLABLE.format(python=sys.executable, flag=work / "running"))
+    program.chmod(0o755)
+    submit("md", md_config(work, "cancel", 10), "--set", f"mlff={program}")
+    job = jobs_record(work / "cancel")["jobs"][0]["job_id"]
+    cluster.wait_for(lambda: (work / "running").exists(), 120, "the program running")
+    cluster.run("scancel", job)
+    state = wait_final(cluster, job)
+    time.sleep(3)  # a requeue would show by now
+    state = cluster.job_state(job)
+    text = log_text(work / "cancel", "md", job)
+    assert state["JobState"] == "CANCELLED" and state["Restarts"] == "0", text
+    assert "stopped by SIGTERM" in text and "requeueing" not in text
 
 
 # ---- labelling arrays, merge, failures -------------------------------------------------------------

@@ -115,15 +115,20 @@ def _run_script(tmp_path, restart: int, *, send=None, n=160, fail=False):
     return proc.returncode, out, (d / "scontrol").read_text() if (d / "scontrol").exists() else ""
 
 
-@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM], ids=["USR1", "TERM"])
-def test_a_forwarded_stop_signal_requeues_and_the_next_attempt_resumes(tmp_path, sig):
-    rc, out, scontrol = _run_script(tmp_path, 0, send=sig)
+def test_usr1_during_startup_stops_the_program_requeues_and_the_next_attempt_resumes(tmp_path):
+    rc, out, scontrol = _run_script(tmp_path, 0, send=signal.SIGUSR1)
     assert rc == 0 and scontrol == "requeue 42\n", out
-    assert f"SIG{sig.name[3:]} received" in out and "requeueing job 42" in out
+    assert "SIGUSR1 received" in out and "requeueing job 42" in out
     rc, out, scontrol = _run_script(tmp_path, 1)  # the requeued attempt: --resume, runs to the end
     calls = (tmp_path / "calls").read_text().splitlines()
     assert calls == ["args: md /abs/md.yaml", "stopped", "args: md /abs/md.yaml --resume"]
     assert rc == 0 and "mlff-slurm: finished" in out and scontrol == "requeue 42\n"  # not requeued again
+
+
+def test_term_stops_the_program_and_the_job_stays_stopped(tmp_path):
+    rc, out, scontrol = _run_script(tmp_path, 0, send=signal.SIGTERM)  # scancel, the hard time limit
+    assert rc == 75 and scontrol == "" and "stopped by SIGTERM" in out and "not requeued" in out
+    assert (tmp_path / "calls").read_text().splitlines() == ["args: md /abs/md.yaml", "stopped"]
 
 
 def test_a_finished_or_failed_run_does_not_come_back(tmp_path):
