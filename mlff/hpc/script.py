@@ -96,11 +96,11 @@ def _program(job: Job, profile: SiteProfile) -> tuple[list[str], str]:
     world = job.nodes * job.procs_per_node
     pre = ['head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
            f'export MLFF_EXIT_STATUS="{{logs}}/exit-$SLURM_JOB_ID-${{SLURM_RESTART_COUNT:-0}}"',
-           f"world={world}"]  # no resending: torchrun takes one signal, then shuts its workers down
+           f"world={world}"]
     launch = (f"srun --ntasks-per-node=1 --kill-on-bad-exit=1 {profile.torchrun} --nnodes=\"$SLURM_NNODES\" "
               f"--nproc-per-node={job.procs_per_node} --rdzv-backend=c10d "
               f"--rdzv-endpoint=\"$head:{profile.rdzv_port}\" --rdzv-id=\"$SLURM_JOB_ID\" "
-              f"--signals-to-handle=SIGTERM,SIGINT,SIGUSR1 --no-python {mlff} {args} $resume")
+              f"--no-python {mlff} {args} $resume")
     return pre, launch
 
 
@@ -112,7 +112,9 @@ resender=""
 forward() {  # the stop signals of SLURM (time limit, preemption, scancel --batch --signal) go to the program
     interrupted=1
     echo "mlff-slurm: SIG$1 received at $(date -u +%FT%TZ); forwarding it to the program"
-    if [ -n "$child" ]; then
+    if [ "$via_file" = 1 ]; then  # srun torchrun: every rank polls the stop file
+        if [ "$1" = USR1 ]; then touch "$MLFF_STOP_FILE"; fi
+    elif [ -n "$child" ]; then
         kill -s "$1" "$child" 2>/dev/null
         if [ -z "$forwarded" ] && [ "$resend" = 1 ]; then  # again every 5 s: a program still starting up
             ( while sleep 5 && kill -0 "$child" 2>/dev/null; do kill -s "$1" "$child" 2>/dev/null; done ) &
@@ -197,7 +199,11 @@ def render_script(job: Job, profile: SiteProfile, *, logs_dir: str, workdir: str
                        "exit_files": _EXIT_FILES if job.torchrun else "",
                        "max_requeues": str(profile.max_requeues)}.items():
         body = body.replace("{" + key + "}", value)
-    resend = "resend=0" if job.torchrun else "resend=1"
+    if job.torchrun:  # the stop request goes by file (see mlff.signals), set before any trap can fire
+        resend = (f'resend=0\nvia_file=1\nexport MLFF_STOP_FILE="{logs_dir}/stop-$SLURM_JOB_ID"\n'
+                  'rm -f "$MLFF_STOP_FILE"')
+    else:
+        resend = "resend=1\nvia_file=0"
     lines = ["#!/bin/bash", *_header(job, profile, logs_dir, workdir), "",
              f"# mlff slurm: {job.kind} job {job.name!r} of {graph}{deps}",
              f"# written {when} by mlff {getattr(mlff, '__version__', '?')}; run dir {job.run_dir}",

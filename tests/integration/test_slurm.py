@@ -325,13 +325,22 @@ def test_srun_torchrun_with_two_gloo_processes_trains_the_weights_of_one_process
     from slurm_cluster import _free_ports
 
     data = emt_dataset(work / "emt.h5", 16)
-    config = train_config(work, "ddp", data, small_config)
+    config = train_config(work, "ddp", data, small_config, max_epochs=4)
     submit("train", config, "--set", "procs_per_node=2", "--set", f"rdzv_port={_free_ports(1)[0]}")
     job = jobs_record(work / "ddp")["jobs"][0]
     assert job["torchrun"] and job["procs_per_node"] == 2
-    single = train(load_train_config(train_config(work, "single", data, small_config)))  # meanwhile
+    single = train(load_train_config(train_config(work, "single", data, small_config, max_epochs=4)))  # meanwhile
+
+    def epochs() -> int:
+        log = work / "ddp" / "member_00" / "log.csv"
+        return len(log.read_text().splitlines()) - 2 if log.is_file() else -1  # header, epoch 0
+
+    cluster.wait_for(lambda: epochs() >= 1, 240, "the first epoch of the DDP job")
+    cluster.run("scancel", "--batch", "--signal=USR1", job["job_id"])  # preempted once: every rank stops, resumes
     state = wait_final(cluster, job["job_id"])
-    assert state["JobState"] == "COMPLETED", log_text(work / "ddp", "train", job["job_id"])[-4000:]
+    text = log_text(work / "ddp", "train", job["job_id"])
+    assert state["JobState"] == "COMPLETED", text[-4000:]
+    assert state["Restarts"] == "1" and "requeueing job" in text, text[-4000:]
     a = {n: p for n, p in load_potential(single.potential_dir).members[0].state_dict().items()}
     b = {n: p for n, p in load_potential(work / "ddp" / "potential").members[0].state_dict().items()}
     assert a.keys() == b.keys()

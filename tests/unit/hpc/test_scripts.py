@@ -64,7 +64,20 @@ def test_training_over_nodes_is_srun_torchrun_with_the_rendezvous_from_slurm():
     assert 'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in text
     assert ('srun --ntasks-per-node=1 --kill-on-bad-exit=1 torchrun --nnodes="$SLURM_NNODES" --nproc-per-node=8 '
             '--rdzv-backend=c10d --rdzv-endpoint="$head:29500" --rdzv-id="$SLURM_JOB_ID"') in text
-    assert "--signals-to-handle=SIGTERM,SIGINT,SIGUSR1" in text and "world=16" in text
+    assert "--no-python mlff train /t.yaml $resume &" in text and "world=16" in text
+    assert 'export MLFF_STOP_FILE="/l/stop-$SLURM_JOB_ID"' in text and 'touch "$MLFF_STOP_FILE"' in text
+
+
+def test_a_stop_file_is_a_stop_request(tmp_path, monkeypatch):
+    from mlff.signals import SignalFlag
+
+    monkeypatch.setenv("MLFF_STOP_FILE", str(tmp_path / "stop"))
+    flag = SignalFlag()
+    flag.CHECK_EVERY_S = 0.0
+    with flag:
+        assert flag.received is None
+        (tmp_path / "stop").touch()
+        assert flag.received == "stop file"
 
 
 FAKE_PROGRAM = """#!{python}
