@@ -18,7 +18,9 @@ from mlff.errors import MLFFError
 
 __all__ = ["job_status", "format_status", "last_error"]
 
-_ERROR = re.compile(r"^(mlff: error: .*|[A-Za-z_.]*(Error|Exception|Interrupt): .*|slurmstepd\S*: error: \*\*\* .*(TIME LIMIT|CANCELLED|OUT OF MEMORY|NODE FAILURE).*)$")
+_ERROR = re.compile(r"^(mlff: error: .*"  # mlff's one-line user errors
+                    r"|[A-Za-z_.]*(Error|Exception|Interrupt): .*"  # the last line of a traceback
+                    r"|slurmstepd\S*: error: \*\*\* .*(TIME LIMIT|CANCELLED|OUT OF MEMORY|NODE FAILURE).*)$")
 
 
 def _scontrol(job_id: str) -> list[dict]:
