@@ -164,3 +164,13 @@ def test_dry_run_prints_and_unknown_kinds_are_named(tmp_path, monkeypatch, capsy
     assert "unknown key 'partitions'" in capsys.readouterr().err
     assert main(["slurm", "md", "md.yaml"]) == 0  # writes the script, submits nothing
     assert (tmp_path / "out" / "md" / "slurm" / "md.sbatch").is_file()
+
+
+def test_the_test_cluster_says_why_it_cannot_start(monkeypatch):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    import slurm_cluster
+
+    monkeypatch.setattr(slurm_cluster.shutil, "which", lambda name: None)
+    monkeypatch.setattr(slurm_cluster.Path, "exists", lambda self: False)
+    reason = slurm_cluster.missing()
+    assert reason.startswith("SLURM binaries missing (munged, slurmctld") and "apt-get install" in reason
