@@ -264,6 +264,43 @@ def test_array_labels_a_pool_in_four_shards_and_the_merge_equals_a_serial_run(cl
     assert len(merged) == 14 and merged == serial  # record for record, in the pool's order
 
 
+def test_a_preempted_array_task_requeues_itself_and_its_shard_is_completed(cluster, work):
+    from ase.cluster import Octahedron
+
+    from mlff.data import Dataset
+
+    rng = np.random.default_rng(1)
+    frames = []
+    for k in range(80):  # 405-atom Cu clusters: EMT takes ~0.1 s each, long enough to preempt a task midway
+        atoms = Octahedron("Cu", 9, cutoff=3)
+        atoms.positions += rng.normal(0.0, 0.03, atoms.positions.shape)
+        atoms.info.update(source=f"cu:{k}", charge=1)  # an even number of electrons (multiplicity 1)
+        frames.append(atoms)
+    Dataset.create(work / "cu-pool.h5").append(frames, require=())
+    submit("label", label_config(work, "cu", work / "cu-pool.h5", shards=2))
+    label, merge = jobs_record(work / "cu-label")["jobs"]
+    shard0 = work / "cu-label" / "shards" / "shard-0-of-2.h5"
+
+    def labelled() -> int:
+        try:
+            return len(Dataset(shard0))
+        except Exception:  # noqa: BLE001 - not created yet
+            return 0
+
+    task0 = f"{label['job_id']}_0"
+    cluster.wait_for(lambda: labelled() >= 3 or cluster.job_state(task0).get("JobState") in FINAL, 240,
+                     "task 0 labelling")
+    cluster.run("scancel", "--batch", "--signal=USR1", task0)
+    assert wait_final(cluster, merge["job_id"])["JobState"] == "COMPLETED"
+    text = (work / "cu-label" / "slurm" / "logs" / f"label-{label['job_id']}_0.out").read_text()
+    assert cluster.job_state(task0)["Restarts"] == "1" and "requeueing job" in text, text[-2000:]
+    assert "already done" in text.split("attempt 2")[-1]  # the second attempt skipped what the first labelled
+    merged = Dataset(work / "cu.h5")
+    assert len(Dataset(shard0)) == 40 and len(merged) == 80 and merged.count("failures") == 0
+    sources = [info["source"] for info in merged.infos()]
+    assert sources == [f"cu:{k}" for k in range(80)]  # every structure once, in the pool's order
+
+
 def test_a_failing_array_task_is_reported_by_status_with_its_error(cluster, work, capsys):
     pool = write_pool(work / "pool.h5", 4, bad=1)  # shard 1 of 2 holds the impossible radical
     submit("label", label_config(work, "broken", pool, shards=2))
