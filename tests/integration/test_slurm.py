@@ -44,6 +44,10 @@ def cluster():
         yield c
     finally:
         c.stop()
+        if not os.environ.get("MLFF_KEEP_SLURM"):  # MLFF_KEEP_SLURM=1 keeps the daemons' logs
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
         if saved is None:
             os.environ.pop("SLURM_CONF", None)
         else:
