@@ -48,11 +48,15 @@ def _potential_export(args) -> None:
 def _train(args) -> int:
     from mlff.train import load_train_config, train
 
-    result = train(load_train_config(args.config, out=args.out), resume=args.resume)
+    members = None if args.member is None else [args.member]
+    result = train(load_train_config(args.config, out=args.out), resume=args.resume, members=members)
     if result.status == "stopped":
         print(f"mlff: stopped on a signal; checkpoint written in {result.run_dir}: continue with "
               f"`mlff train {args.config} --resume`", file=sys.stderr)
-        return 75  # EX_TEMPFAIL: resumable, as `mlff md`
+        return 75  # EX_TEMPFAIL: resumable, as `mlff md` (batch scripts requeue the job)
+    if result.potential_dir is None and members is not None:
+        print(f"member {args.member} trained in {result.run_dir}; once every member is, `mlff train {args.config} "
+              "--resume` writes the potential")
     if result.potential_dir is not None:
         print(f"trained potential written to {result.potential_dir}; metrics in {result.run_dir / 'metrics.json'}")
     return 0
@@ -117,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="YAML training config (see README, Training)")
     train.add_argument("--resume", action="store_true", help="continue the run in the output directory from its checkpoints")
     train.add_argument("--out", help="run directory (overrides 'out' in the config)")
+    train.add_argument("--member", type=int, help="train only this committee member (0-based; e.g. one per array "
+                       "task); a later `--resume` run writes the potential once every member is done")
     train.set_defaults(run=_train)
     potential = commands.add_parser("potential", help="build, inspect and export potentials")
     sub = potential.add_subparsers(dest="action", required=True)
@@ -148,7 +154,26 @@ def build_parser() -> argparse.ArgumentParser:
     from mlff.fes.cli import add_fes_command
 
     add_fes_command(commands)
+    from mlff.hpc.cli import add_slurm_commands
+
+    add_slurm_commands(commands)
     return parser
+
+
+def _record_exit(code: int) -> int:
+    """Under ``mlff slurm``'s torchrun jobs (MLFF_EXIT_STATUS set), each rank leaves its exit code in
+    ``$MLFF_EXIT_STATUS.RANK``: torchrun itself exits 1 after a forwarded signal, even when all ranks stopped
+    resumably (75)."""
+    import os
+
+    base = os.environ.get("MLFF_EXIT_STATUS")
+    if base:
+        try:
+            with open(f"{base}.{os.environ.get('RANK', '0')}", "w") as handle:
+                handle.write(f"{code}\n")
+        except OSError:
+            pass
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,11 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         code = args.run(args)
     except MLFFError as err:
         print(f"mlff: error: {err}", file=sys.stderr)
-        return 2
+        return _record_exit(2)
     except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
         print(f"mlff: error: {err.strerror}: {err.filename}", file=sys.stderr)
-        return 2
-    return code if isinstance(code, int) else 0
+        return _record_exit(2)
+    return _record_exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -48,24 +48,50 @@ def _sample(args) -> None:
     print(f"wrote {len(pool)} geometries to {args.out}")
 
 
-def _label(args) -> None:
+def _labeler_spec(args) -> dict:
+    if args.labeler is None:
+        if args.backend == "xtb":  # GFN2-xTB has no functional or basis
+            return {"backend": "xtb", "solvent_eps": None if args.gas else args.eps, "forces": not args.energy_only}
+        return {"backend": args.backend, "basis": args.basis, "functional": args.functional,
+                "solvent_eps": None if args.gas else args.eps, "forces": not args.energy_only}
+    from mlff.config import load_yaml
+    from mlff.errors import MLFFError
+
+    spec = load_yaml(args.labeler)  # JSON is YAML
+    if "backend" not in spec:
+        raise MLFFError(f"--labeler {args.labeler}: expected a labeller spec with 'backend' (e.g. pyscf, ase)")
+    return spec
+
+
+def _label(args) -> int:
     from mlff.data import Dataset, label
     from mlff.data.labelers import make_labeler
 
-    spec = {"backend": args.backend, "basis": args.basis, "functional": args.functional,
-            "solvent_eps": None if args.gas else args.eps, "forces": not args.energy_only}
-    if args.backend == "xtb":  # GFN2-xTB has no functional or basis
-        spec = {"backend": "xtb", "solvent_eps": spec["solvent_eps"], "forces": spec["forces"]}
+    spec = _labeler_spec(args)
     structures = _read_any(args.pool, args, require=())
     if args.limit is not None:
         structures = structures[:args.limit]
+    if args.shard is not None:
+        from mlff.data.merge import shard
+
+        structures = shard(structures, args.shard)
     summary = label(structures, make_labeler(spec), args.out, checkpoint_every=args.checkpoint_every,
                     time_limit_s=None if args.minutes is None else 60 * args.minutes,
                     allow_mixed_levels=args.allow_mixed_levels)
     print(summary)
     if Dataset(args.out).count("failures"):
         print(f"failures are kept in {args.out} (table 'failures'); `mlff data info {args.out}` lists them")
-    return 75 if summary.interrupted else 0  # EX_TEMPFAIL after SIGTERM/SIGUSR1, as `mlff md` and `mlff train`
+    # 75 (EX_TEMPFAIL) after SIGTERM/SIGUSR1 or the time limit, as `mlff md` and `mlff train`: run again to go on
+    return 75 if summary.interrupted or summary.remaining else 0
+
+
+def _merge(args) -> None:
+    from mlff.data.merge import merge
+
+    order = _read_any(args.order, args, require=()) if args.order else None
+    counts = merge(args.inputs, args.out, order=order, overwrite=args.overwrite)
+    print(f"wrote {counts['records']} records and {counts['failures']} failures from {len(args.inputs)} "
+          f"dataset(s) to {args.out}" + (f" in the order of {args.order}" if args.order else ""))
 
 
 def _validate(args) -> None:
@@ -181,8 +207,19 @@ def add_data_commands(commands) -> None:
     p.add_argument("--checkpoint-every", type=int, default=1)
     p.add_argument("--allow-mixed-levels", action="store_true",
                    help="add labels at another level of theory than the dataset already holds")
+    p.add_argument("--labeler", help="YAML/JSON labeller spec for make_labeler (any backend, e.g. "
+                   "{backend: ase, calculator: emt}); replaces --backend/--functional/--basis/...")
+    p.add_argument("--shard", help="K/N: label only structures K, K+N, K+2N, ... (array tasks; `mlff data merge` "
+                   "joins the shards)")
     _key_options(p)
     p.set_defaults(run=_label)
+    p = sub.add_parser("merge", help="datasets (e.g. labelled shards) into one, optionally in a pool's order")
+    p.add_argument("out", help="output .h5 dataset")
+    p.add_argument("inputs", nargs="+", help="input .h5 datasets")
+    p.add_argument("--order", help="the pool the inputs were labelled from: records come out in its order")
+    p.add_argument("--overwrite", action="store_true")
+    _key_options(p)
+    p.set_defaults(run=_merge)
     p = sub.add_parser("validate", help="check every record of a file (stored hashes of .h5 datasets, NaN, shapes, elements, overlaps)")
     p.add_argument("path")
     p.add_argument("--unlabelled", action="store_true", help="geometries only, no labels required")

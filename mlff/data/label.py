@@ -116,6 +116,7 @@ def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, 
     ``provenance`` dict: the level of theory and code (``labeler.level()``), SCF convergence, wall time,
     where the geometry came from, when and where it was labelled. With ``time_limit_s`` the run stops
     (after saving) before a structure that would likely end past the limit; run it again to go on.
+    SIGTERM / SIGUSR1 (a batch scheduler's stop) end the run the same way after the current structure.
     """
     if checkpoint_every < 1:
         raise MLFFError(f"checkpoint_every must be >= 1, got {checkpoint_every}")

@@ -123,16 +123,32 @@ def _check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
 
 
 def _write_config(run_dir: Path, config: TrainConfig) -> None:
+    import os
+
     from mlff.provenance import provenance
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps({"config": config.to_dict(), "provenance": provenance()}, indent=2) + "\n")
+    tmp = run_dir / f".config.json.{os.getpid()}"  # atomic: committee array tasks may write it at once
+    tmp.write_text(json.dumps({"config": config.to_dict(), "provenance": provenance()}, indent=2) + "\n")
+    os.replace(tmp, run_dir / "config.json")
 
 
-def train(config: TrainConfig | dict, *, resume: bool = False, on_step=None) -> TrainResult:
+def _members(config: TrainConfig, members) -> list[int]:
+    if members is None:
+        return list(range(config.committee))
+    members = sorted({int(k) for k in members})
+    bad = [k for k in members if not 0 <= k < config.committee]
+    if bad:
+        raise MLFFError(f"member {bad[0]} out of range: the committee has {config.committee} member(s), 0..{config.committee - 1}")
+    return members
+
+
+def train(config: TrainConfig | dict, *, resume: bool = False, on_step=None, members=None) -> TrainResult:
     """Train (or resume) the run described by ``config``; returns where the results are.
 
-    Under ``torchrun`` every process calls this; rank 0 writes the files.
+    Under ``torchrun`` every process calls this; rank 0 writes the files. ``members`` (committee indices)
+    trains only those members, each resumed from its own checkpoint if it has one (e.g. one SLURM array
+    task per member); the potential is written by a run of all members (``resume=True``) afterwards.
     """
     config = train_config(config)
     if config.deterministic:  # CUDA scatter/index_add otherwise sum in a run-dependent order
@@ -142,16 +158,21 @@ def train(config: TrainConfig | dict, *, resume: bool = False, on_step=None) -> 
         torch.use_deterministic_algorithms(True, warn_only=True)
     dist = setup(config.device)
     try:
-        return _train(config, dist, resume, on_step)
+        return _train(config, dist, resume, on_step, members)
     finally:
         teardown(dist)
 
 
-def _locked(run_dir: Path, dist: Dist):
-    """The run directory's writer lock, taken by rank 0 (the one writer); every rank fails if it is refused."""
+def _locked(run_dir: Path, dist: Dist, members=None):
+    """The run directory's writer lock, taken by rank 0 (the one writer); every rank fails if it is refused.
+    A run of some committee members (array tasks) locks those members only: the others may be training."""
     from mlff.lock import WriterLock
 
-    lock, refused = WriterLock(run_dir / ".lock", f"training run {run_dir}"), None
+    name, what = ".lock", f"training run {run_dir}"
+    if members is not None:
+        name = ".lock-member-" + "-".join(f"{k:02d}" for k in members)
+        what = f"members {', '.join(map(str, members))} of training run {run_dir}"
+    lock, refused = WriterLock(run_dir / name, what), None
     if dist.main:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -178,17 +199,24 @@ def _check_data(run_dir: Path, records: Records, resume: bool, dist: Dist) -> No
         saved.write_text(json.dumps({"datasets": records.sources}, indent=2) + "\n")
 
 
-def _train(config: TrainConfig, dist: Dist, resume: bool, on_step) -> TrainResult:
+def _train(config: TrainConfig, dist: Dist, resume: bool, on_step, members=None) -> TrainResult:
     run_dir = Path(config.out)
-    lock = _locked(run_dir, dist)
+    chosen = _members(config, members)
+    lock = _locked(run_dir, dist, None if members is None else chosen)
     try:
-        return _train_locked(config, dist, resume, on_step, run_dir)
+        return _train_locked(config, dist, resume, on_step, run_dir, members, chosen)
     finally:
         lock.release()
 
 
-def _train_locked(config: TrainConfig, dist: Dist, resume: bool, on_step, run_dir: Path) -> TrainResult:
-    _check_run_dir(run_dir, config, resume)
+def _train_locked(config: TrainConfig, dist: Dist, resume: bool, on_step, run_dir: Path, members,
+                  chosen) -> TrainResult:
+    if members is None:
+        _check_run_dir(run_dir, config, resume)
+    else:  # some members (array tasks): others may be running; each chosen one resumes from its own checkpoint
+        resume = (run_dir / "config.json").is_file()
+        if resume:
+            _check_run_dir(run_dir, config, True)
     if dist.main and not resume:
         _write_config(run_dir, config)
     dist.barrier()
@@ -199,21 +227,23 @@ def _train_locked(config: TrainConfig, dist: Dist, resume: bool, on_step, run_di
     graphs = build_graphs(records.atoms, cfg.r_max, device=dist.device, dtype=_dtype(config.dtype))
     if initial is None and "avg_num_neighbors" not in config.model:
         cfg.avg_num_neighbors = average_neighbors(graphs, np.unique(records.splits["train"]))
-    members = []
-    for k in range(config.committee):
+    trained = []
+    for k in chosen:
         potential = _member(config, cfg, initial, k, dist.device)
         trainer = Trainer(potential, graphs, _train_indices(config, records, k), records.splits.get("valid", []),
                           config, run_dir / f"member_{k:02d}", seed=config.seed + k, dist=dist, on_step=on_step,
                           progress=_progress(config, dist, k))
-        if resume and trainer.checkpoint_path.is_file():
+        if (resume or members is not None) and trainer.checkpoint_path.is_file():
             trainer.resume()
         status = trainer.run()
         if trainer.progress is not None:
             trainer.progress.close()
         if status == "stopped":
             return TrainResult("stopped", run_dir)
-        members.append(potential.members[0])
-    potential = Potential(cfg, members, {"origin": _origin(config)})
+        trained.append(potential.members[0])
+    if len(chosen) < config.committee:
+        return TrainResult("done", run_dir)  # the potential is written once all members are trained
+    potential = Potential(cfg, trained, {"origin": _origin(config)})
     if not dist.main:
         return TrainResult("done", run_dir)
     from mlff.train.report import write_outputs
