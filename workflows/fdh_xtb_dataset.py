@@ -7,6 +7,8 @@
 
 ``run`` can be stopped at any point (kill, --minutes) and started again: it goes on with the segments not
 yet done (see mlff.data.campaign). Several workers (one core each) share the work with --worker/--workers.
+Each worker uses one OpenMP thread unless OMP_NUM_THREADS says otherwise: with one thread xTB sums in a fixed
+order, so a segment's frames are the same bit for bit however the campaign was cut or shared.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before tblite's OpenMP runtime starts (see the docstring)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

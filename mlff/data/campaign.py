@@ -17,8 +17,9 @@ independent draws and are split per record.
 
 ``run`` works through the segments not yet done into per-worker part files (several workers may run at
 once on disjoint segments); ``merge`` folds the parts into the campaign's dataset in segment order, so the
-dataset is the same however the work was cut, killed or shared. A killed worker loses only its segment
-in progress.
+dataset is the same however the work was cut, killed or shared (bit for bit with one OpenMP thread per
+worker; with several, xTB's parallel sums make trajectories differ at round-off). A killed worker loses only
+its segment in progress.
 """
 
 from __future__ import annotations

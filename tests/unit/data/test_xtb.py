@@ -96,9 +96,13 @@ def test_campaign_cut_and_shared_equals_one_serial_run(tmp_path, monkeypatch):
     merge_parts(shared)
     a, b = Dataset(serial.out), Dataset(shared.out)
     assert len(a) == len(b) == 15 + 2 * 2 + 3 * 2 * 2 + 4  # holdout, free, windows, rattled
-    assert list(a.column("geometry_hash")) == list(b.column("geometry_hash"))
-    np.testing.assert_array_equal(a.column("energy"), b.column("energy"))
     infos = b.infos()
+    assert [(i["segment"], i["source"], i["split"]) for i in a.infos()] == [(i["segment"], i["source"], i["split"])
+                                                                            for i in infos]
+    # bit for bit with one OpenMP thread (the workflow's default); several threads sum in a varying order
+    np.testing.assert_allclose(a.column("energy"), b.column("energy"), rtol=0, atol=1e-6)
+    for ra, rb in zip(a.read(), b.read()):
+        np.testing.assert_allclose(ra.positions, rb.positions, rtol=0, atol=1e-6)
     assert {i["split"] for i in infos} >= {"holdout", "train", "test"}
     assert all(i["split"] == "holdout" for i in infos if "holdout-scan" in i.get("tags", []))
     assert run_segments(shared, log=lambda m: None) == 0  # nothing left: a resume repeats nothing
