@@ -17,6 +17,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 import pytest
 import yaml
 
@@ -141,7 +142,12 @@ def test_md_preempted_twice_resumes_to_the_uninterrupted_trajectory(cluster, md_
                          240, f"attempt {k + 1} past step {at_step}")
         cluster.run("scancel", "--batch", "--signal=USR1", job)
         cluster.wait_for(lambda: int(cluster.job_state(job).get("Restarts", -1)) == k + 1, 120, f"requeue {k + 1}")
-    reference = run_md(md_config(work, "ref", steps), show_progress=False)  # meanwhile, uninterrupted
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the job (OMP_NUM_THREADS = cpus_per_task = 1): the same summation order
+    try:
+        reference = run_md(md_config(work, "ref", steps), show_progress=False)  # meanwhile, uninterrupted
+    finally:
+        torch.set_num_threads(threads)
     state = wait_final(cluster, job)
     text = log_text(work / "md", "md", job)
     assert state["JobState"] == "COMPLETED", text[-3000:]
