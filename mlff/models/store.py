@@ -112,6 +112,7 @@ def model_card(card: dict) -> str:
         f"| committee | {card['committee_size']} member(s), {card['n_parameters_per_member']:,} parameters each |",
         f"| dtype | {card['dtype']} |",
         f"| origin | {meta.get('origin', 'unknown')} |",
+        f"| level of theory | {meta.get('level_of_theory', 'none: untrained')} |",
         f"| training data | {meta.get('training_data', 'none: untrained')} |",
         f"| metrics | {meta.get('metrics', 'none recorded')} |",
         f"| created | {prov['created_utc']} on {prov['host']} with {', '.join(f'{k} {v}' for k, v in prov['versions'].items())} |",

@@ -78,7 +78,7 @@ def scan_errors(p: Predictions, xi: np.ndarray, groups: list) -> dict:
         rel_min = ((e_model - e_model.min()) - (e_ref - e_ref.min())) * KCAL_PER_MOL_EV
         out[str(name)] = {
             "n_points": int(mask.sum()), "xi": xi[mask][order].tolist(),
-            "energy_dft_kcal_mol": ((e_ref - e_ref.min()) * KCAL_PER_MOL_EV).tolist(),
+            "energy_ref_kcal_mol": ((e_ref - e_ref.min()) * KCAL_PER_MOL_EV).tolist(),
             "energy_model_kcal_mol": ((e_model - e_model.min()) * KCAL_PER_MOL_EV).tolist(),
             "max_abs_error_kcal_mol_mean_aligned": float(np.max(np.abs(diff - diff.mean()))),
             "max_abs_error_kcal_mol_min_aligned": float(np.max(np.abs(rel_min))),

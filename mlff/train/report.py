@@ -92,7 +92,37 @@ def compute_metrics(potential, graphs, records, config) -> tuple[dict, dict]:
     return metrics, preds
 
 
-def _parity_plot(preds: dict, path: Path) -> None:
+def level_of_theory(infos) -> str:
+    """The level(s) of theory of the training labels, from the records' provenance, e.g.
+    "GFN2-xTB (tblite; ...) -- NOT DFT" or "DFT b3lyp/def2-svp, d3bj, C-PCM eps=4.0 (pyscf)"."""
+    from mlff.data.label import LEVEL_KEYS
+
+    seen = []
+    for info in infos:
+        prov = info.get("provenance")
+        if isinstance(prov, dict) and any(k in prov for k in LEVEL_KEYS):
+            level = {k: str(prov.get(k, "")) for k in LEVEL_KEYS}
+            if level not in seen:
+                seen.append(level)
+    return "; ".join(_describe_level(level) for level in seen) or "unknown (no provenance in the records)"
+
+
+def _describe_level(level: dict) -> str:
+    method = level["method"] or "unnamed method"
+    if method.upper() == "DFT":
+        text = "DFT " + "/".join(v for v in (level["functional"].upper(), level["basis"]) if v)
+    else:
+        text = method
+    extras = ", ".join(v for v in (level["dispersion"], level["solvent"], level["code"]) if v)
+    return text + (f" ({extras})" if extras else "") + ("" if method.upper() == "DFT" else " -- NOT DFT")
+
+
+def _reference_name(infos) -> str:
+    level = level_of_theory(infos)
+    return level.split(" (")[0].split(" -- ")[0] if ";" not in level else "reference"
+
+
+def _parity_plot(preds: dict, path: Path, reference: str = "reference") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,15 +135,15 @@ def _parity_plot(preds: dict, path: Path) -> None:
     for ax, title, unit in ((ax_e, "energy per atom", "eV/atom"), (ax_f, "force components", "eV/Å")):
         lo, hi = ax.get_xlim()
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-        ax.set(title=title, xlabel=f"DFT ({unit})", ylabel=f"model ({unit})")
+        ax.set(title=title, xlabel=f"{reference} ({unit})", ylabel=f"model ({unit})")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120, metadata={"Description": json.dumps(provenance())})
     plt.close(fig)
 
 
-def _scan_plot(scans: dict, path: Path) -> None:
-    """Energy along each held-out scan: DFT and model, each relative to its own minimum (kcal/mol)."""
+def _scan_plot(scans: dict, path: Path, reference: str = "reference") -> None:
+    """Energy along each held-out scan: reference and model, each relative to its own minimum (kcal/mol)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,7 +151,7 @@ def _scan_plot(scans: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for name, scan in scans.items():
-        line = ax.plot(scan["xi"], scan["energy_dft_kcal_mol"], "o-", label=f"{name} DFT")[0]
+        line = ax.plot(scan["xi"], scan["energy_ref_kcal_mol"], "o-", label=f"{name} {reference}")[0]
         ax.plot(scan["xi"], scan["energy_model_kcal_mol"], "s--", color=line.get_color(), label=f"{name} model")
     ax.set(xlabel="xi (reaction coordinate)", ylabel="E - E_min (kcal/mol)", title="held-out scan")
     ax.legend(fontsize=8)
@@ -163,9 +193,20 @@ def _read_log(path: Path) -> list[dict]:
     return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(lines)]
 
 
+def _shown(path: str) -> str:
+    """A data path as the card shows it: relative to the working directory when inside it (no home paths)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _card_section(metrics: dict, records, config, e0s) -> str:
-    data = ", ".join(f"`{s['path']}` ({s['records']} records, sha256 `{s['sha256'][:16]}…`)" for s in records.sources)
-    lines = ["", "## Training", "", f"Data: {data}",
+    data = ", ".join(f"`{_shown(s['path'])}` ({s['records']} records, sha256 `{s['sha256'][:16]}…`)"
+                     for s in records.sources)
+    reference = _reference_name(records.infos)
+    lines = ["", "## Training", "", f"Level of theory of the labels: **{level_of_theory(records.infos)}**", "",
+             f"Data: {data}",
              f"Split sizes: {', '.join(f'{k} {len(v)}' for k, v in records.splits.items())}; E0s (eV): {e0s}", "",
              "| split | region | records | E RMSE (meV/atom) | E MAE (meV/atom) | F RMSE (meV/Å) | F MAE (meV/Å) |",
              "|---|---|---|---|---|---|---|"]
@@ -175,7 +216,7 @@ def _card_section(metrics: dict, records, config, e0s) -> str:
                 lines.append(f"| {split} | {region} | {s['n_records']} | {s['energy_rmse_meV_atom']:.2f} | "
                              f"{s['energy_mae_meV_atom']:.2f} | {s['forces_rmse_meV_A']:.1f} | {s['forces_mae_meV_A']:.1f} |")
     for name, scan in metrics.get("scans", {}).items():
-        lines.append(f"\nHeld-out scan `{name}` ({scan['n_points']} points): max |E_model - E_DFT| = "
+        lines.append(f"\nHeld-out scan `{name}` ({scan['n_points']} points): max |E_model - E_{reference}| = "
                      f"{scan['max_abs_error_kcal_mol_mean_aligned']:.2f} kcal/mol (mean offset removed), "
                      f"{scan['max_abs_error_kcal_mol_min_aligned']:.2f} kcal/mol (minima aligned).")
     keys = {k: v for k, v in config.to_dict().items() if k not in ("progress", "plots", "data")}
@@ -191,7 +232,8 @@ def write_outputs(potential, graphs, records, config, run_dir: Path) -> tuple[Pa
     metrics, preds = compute_metrics(potential, graphs, records, config)
     test = metrics["splits"].get("test", metrics["splits"].get("valid", {})).get("all", {})
     potential.metadata.update({
-        "training_data": "; ".join(f"{s['path']} (sha256 {s['sha256']})" for s in records.sources),
+        "training_data": "; ".join(f"{_shown(s['path'])} (sha256 {s['sha256']})" for s in records.sources),
+        "level_of_theory": level_of_theory(records.infos),
         "metrics": (f"test: E RMSE {test.get('energy_rmse_meV_atom', float('nan')):.2f} meV/atom, "
                     f"F RMSE {test.get('forces_rmse_meV_A', float('nan')):.1f} meV/Å") if test else "none",
         "training": {"config": config.to_dict(), "data": records.sources,
@@ -202,8 +244,8 @@ def write_outputs(potential, graphs, records, config, run_dir: Path) -> tuple[Pa
         card.write(_card_section(metrics, records, config, potential.config.E0s))
     (run_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "provenance": provenance()}, indent=2) + "\n")
     if config.plots:
-        _parity_plot(preds, run_dir / "parity.png")
+        _parity_plot(preds, run_dir / "parity.png", _reference_name(records.infos))
         _learning_curves(run_dir, config.committee, run_dir / "learning_curves.png")
         if metrics["scans"]:
-            _scan_plot(metrics["scans"], run_dir / "scan.png")
+            _scan_plot(metrics["scans"], run_dir / "scan.png", _reference_name(records.infos))
     return path, metrics

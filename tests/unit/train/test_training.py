@@ -32,6 +32,7 @@ def test_training_drops_force_rmse_well_below_untrained(small_config, emt_datase
         assert (tmp_path / "run" / png).read_bytes()[:4] == b"\x89PNG"
     card = (result.potential_dir / "MODEL_CARD.md").read_text()
     assert "## Training" in card and "held-out scan".lower() in card.lower()
+    assert "| level of theory | unknown (no provenance in the records) |" in card  # EMT records carry none
     meta = json.loads((result.potential_dir / "potential.json").read_text())["metadata"]
     assert meta["training"]["data"][0]["sha256"] and meta["training"]["split_sizes"]["holdout-scan"] == 6
 

@@ -1,0 +1,217 @@
+"""Stability check of a shipped potential: 8 replicas x 10 ps of Langevin MD at 300 K of the small FDH cluster
+in one batch, monitors on, then the bonds and the committee spread over time (issue 12, item 6).
+
+    nohup nice python workflows/fdh_stability.py run [--resume] &        # background; SIGTERM -> --resume
+    python workflows/fdh_stability.py analyse [--card potentials/fdh-cluster-small-xtb]
+
+`analyse` writes OUT/stability.json and OUT/stability.png (committee force spread, xi and temperature against
+time per replica); with --card it also writes the numbers into the potential's directory (stability.json and
+a "Stability" section of MODEL_CARD.md). A bond is a pair closer than 1.2 x the sum of covalent radii in the
+start structure; it counts as broken in a frame where it is longer than 1.5 x that sum; a new bond is a pair
+that starts unbonded and comes closer than 1.1 x the sum. The two pairs of the hydride transfer
+(C_formate-H and H-C4, from info["xi_atoms"]) are reported apart: the reaction may make and break them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DEFAULTS = {"structure": "fdh-cluster:small:reactant", "potential": "fdh-cluster-small-xtb", "engine": "gpu",
+            "integrator": "langevin", "timestep_fs": 0.5, "temperature_K": 300.0, "friction_per_fs": 0.01,
+            "steps": 20000, "replicas": 8, "seed": 7, "device": "auto", "dtype": "float32", "neighbors": "all_pairs",
+            "trajectory_every": 20, "checkpoint_every": 1000, "monitor_every": 10, "max_force_eV_per_A": 50.0,
+            "max_force_std_eV_per_A": 1.0, "out": "out/fdh_stability"}
+BONDED, BROKEN, FORMED = 1.2, 1.5, 1.1
+
+
+def _stat(fn, values):
+    """fn of the finite values, or None (a single-member potential has no committee spread)."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    return float(fn(values)) if values.size else None
+
+
+def _run(args) -> None:
+    from mlff.md import run_md
+
+    overrides = {k: v for k, v in {"potential": args.potential, "steps": args.steps, "replicas": args.replicas,
+                                   "device": args.device, "out": args.out}.items() if v is not None}
+    summary = run_md({**DEFAULTS, **overrides}, resume=args.resume)
+    print(f"{summary['status']}: {summary['steps_done']} steps, {summary['ms_per_step']:.1f} ms/step"
+          + (f"; {summary['message']}" if summary.get("message") else ""))
+
+
+def bond_events(frames, xi_atoms, fixed=()) -> dict:
+    """Bonds broken and formed over ``frames`` (ASE Atoms of one replica, the first is the reference)."""
+    from ase.data import covalent_radii
+
+    first = frames[0]
+    radii = covalent_radii[first.numbers]
+    limit = radii[:, None] + radii[None, :]
+    n = len(first)
+    iu = np.triu_indices(n, 1)
+    reactive = {tuple(sorted(p)) for p in ((xi_atoms[0], xi_atoms[1]), (xi_atoms[1], xi_atoms[2]))} if xi_atoms else set()
+    d0 = first.get_all_distances()[iu]
+    bonded = d0 < BONDED * limit[iu]
+    broken, formed = {}, {}
+    for k, atoms in enumerate(frames):
+        d = atoms.get_all_distances()[iu]
+        for idx in np.flatnonzero(bonded & (d > BROKEN * limit[iu])):
+            broken.setdefault((int(iu[0][idx]), int(iu[1][idx])), k)
+        for idx in np.flatnonzero(~bonded & (d < FORMED * limit[iu])):
+            formed.setdefault((int(iu[0][idx]), int(iu[1][idx])), k)
+    sym = first.get_chemical_symbols()
+
+    def named(events):
+        return [{"pair": list(p), "atoms": f"{sym[p[0]]}{p[0]}-{sym[p[1]]}{p[1]}", "first_frame": k,
+                 "reactive": p in reactive} for p, k in sorted(events.items())]
+
+    return {"bonds_at_start": int(bonded.sum()), "broken": named(broken), "formed": named(formed)}
+
+
+def _analyse(args) -> None:
+    from mlff.md.h5md import read_h5md
+    from mlff.md.runlog import read_log
+    from mlff.provenance import provenance
+
+    out = Path(args.out or DEFAULTS["out"])
+    run = json.loads((out / "run.json").read_text())
+    rows = read_log(out / "log.csv")
+    systems = sorted({r["system"] for r in rows})
+    series = {s: [r for r in rows if r["system"] == s] for s in systems}
+    replicas = []
+    for s in systems:
+        frames = read_h5md(out / "trajectory.h5", ":", group=f"system_{int(s):04d}")
+        info = frames[0].info
+        events = bond_events(frames, info.get("xi_atoms"), info.get("fixed", ()))
+        mine = series[s]
+        spread = np.array([r.get("max_force_std", np.nan) for r in mine], float)
+        replicas.append({
+            "replica": int(s), "frames": len(frames), "time_ps": mine[-1]["time_fs"] / 1000.0,
+            "temperature_K_mean": float(np.mean([r["temperature"] for r in mine[len(mine) // 10:]])),
+            "xi_A_range": [float(min(r["xi"] for r in mine)), float(max(r["xi"] for r in mine))] if "xi" in mine[0] else None,
+            "max_force_std_eV_A": {"mean": _stat(np.mean, spread), "max": _stat(np.max, spread),
+                                   "p99": _stat(lambda v: np.percentile(v, 99), spread)},
+            "energy_std_eV_max": _stat(np.max, [r.get("energy_std", np.nan) for r in mine]),
+            "bonds_at_start": events["bonds_at_start"],
+            "broken_nonreactive": [e for e in events["broken"] if not e["reactive"]],
+            "formed_nonreactive": [e for e in events["formed"] if not e["reactive"]],
+            "reactive_events": [e for e in events["broken"] + events["formed"] if e["reactive"]],
+        })
+    t_ps = np.array([r["time_fs"] for r in series[systems[0]]]) / 1000.0
+    spread_t = np.array([[r.get("max_force_std", np.nan) for r in series[s]] for s in systems])
+    blocks = [{"from_ps": float(a), "to_ps": float(a + 1), "max_force_std_eV_A_mean": _stat(np.mean, spread_t[:, m]),
+               "max_force_std_eV_A_max": _stat(np.max, spread_t[:, m])}
+              for a in range(int(np.ceil(t_ps[-1]))) if (m := (t_ps > a) & (t_ps <= a + 1)).any()]
+    doc = {"what": "stability of a potential: replicas of Langevin MD of the small FDH cluster in one batch",
+           "potential": run.get("config", {}).get("potential", DEFAULTS["potential"]) if isinstance(run.get("config"), dict) else None,
+           "status": run["status"], "message": run.get("message"), "steps": run["step"],
+           "ms_per_step": run.get("ms_per_step"), "device": run.get("device"),
+           "monitor_tripped": run["status"] == "stopped",
+           "nonreactive_bonds_broken": sum(len(r["broken_nonreactive"]) for r in replicas),
+           "nonreactive_bonds_formed": sum(len(r["formed_nonreactive"]) for r in replicas),
+           "committee_spread_per_ps": blocks, "replicas": replicas,
+           "criteria": {"bonded": BONDED, "broken": BROKEN, "formed": FORMED, "unit": "x sum of covalent radii"},
+           "provenance": provenance()}
+    (out / "stability.json").write_text(json.dumps(doc, indent=1) + "\n")
+    _plot(series, systems, out / "stability.png")
+    print(_summary(doc))
+    if args.card:
+        card_dir = Path(args.card)
+        (card_dir / "stability.json").write_text(json.dumps(doc, indent=1) + "\n")
+        _card(card_dir / "MODEL_CARD.md", doc)
+        print(f"wrote {card_dir / 'stability.json'} and the Stability section of {card_dir / 'MODEL_CARD.md'}")
+    print(f"wrote {out / 'stability.json'} and {out / 'stability.png'}")
+
+
+def _summary(doc: dict) -> str:
+    reps = doc["replicas"]
+    t = min(r["time_ps"] for r in reps)
+    spread = _stat(np.max, [r["max_force_std_eV_A"]["max"] or np.nan for r in reps])
+    mean = _stat(np.mean, [r["max_force_std_eV_A"]["mean"] or np.nan for r in reps])
+    spread_text = ("no committee spread (one member)" if spread is None else
+                   f"committee max force spread mean {mean * 1000:.0f} meV/Å, max {spread * 1000:.0f} meV/Å")
+    reactive = sum(len(r["reactive_events"]) for r in reps)
+    return (f"{len(reps)} replicas x {t:.2f} ps at {np.mean([r['temperature_K_mean'] for r in reps]):.0f} K: status "
+            f"{doc['status']}{' (MONITOR TRIPPED)' if doc['monitor_tripped'] else ', no monitor trip'}; "
+            f"non-reactive bonds broken {doc['nonreactive_bonds_broken']}, formed {doc['nonreactive_bonds_formed']}; "
+            f"events on the reacting pairs {reactive}; {spread_text}")
+
+
+def _card(path: Path, doc: dict) -> None:
+    text = path.read_text() if path.exists() else ""
+    head = "\n## Stability\n"
+    text = text.split(head)[0].rstrip("\n") + "\n"
+    lines = [head, _summary(doc) + ".", "",
+             f"Run: workflows/fdh_stability.py ({doc['replicas'][0]['frames']} frames per replica, "
+             f"{doc['ms_per_step']:.1f} ms/step on {doc['device']}; "
+             f"{doc['provenance'].get('created_utc', '')}).", "",
+             "| ps | mean of max force spread (meV/Å) | max (meV/Å) |", "|---|---|---|"]
+    lines += [f"| {b['from_ps']:.0f}-{b['to_ps']:.0f} | {_mev(b['max_force_std_eV_A_mean'])} | "
+              f"{_mev(b['max_force_std_eV_A_max'])} |" for b in doc["committee_spread_per_ps"]]
+    for r in doc["replicas"]:
+        for e in r["broken_nonreactive"] + r["formed_nonreactive"]:
+            kind = "broken" if e in r["broken_nonreactive"] else "formed"
+            lines.append(f"\nReplica {r['replica']}: bond {e['atoms']} {kind} at frame {e['first_frame']}.")
+    path.write_text(text + "\n".join(lines) + "\n")
+
+
+def _mev(value) -> str:
+    return "-" if value is None else f"{value * 1000:.0f}"
+
+
+def _plot(series: dict, systems, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, sharex=True, figsize=(7, 7.5))
+    for s in systems:
+        rows = series[s]
+        t = [r["time_fs"] / 1000 for r in rows]
+        axes[0].plot(t, [1000 * r.get("max_force_std", np.nan) for r in rows], lw=0.7, label=f"replica {int(s)}")
+        axes[1].plot(t, [r.get("xi", np.nan) for r in rows], lw=0.7)
+        axes[2].plot(t, [r["temperature"] for r in rows], lw=0.5)
+    axes[0].set_ylabel("max force spread (meV/Å)")
+    axes[0].legend(fontsize=6, ncol=4)
+    axes[1].set_ylabel("xi (Å)")
+    axes[2].set_ylabel("T (K)")
+    axes[2].set_xlabel("time (ps)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    from mlff.errors import MLFFError
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="stage", required=True)
+    run = sub.add_parser("run")
+    run.add_argument("--resume", action="store_true")
+    run.add_argument("--potential")
+    run.add_argument("--steps", type=int)
+    run.add_argument("--replicas", type=int)
+    run.add_argument("--device")
+    ana = sub.add_parser("analyse")
+    ana.add_argument("--card", help="a potential directory: write the numbers into its card")
+    for s in (run, ana):
+        s.add_argument("--out")
+    args = p.parse_args(argv)
+    try:
+        _run(args) if args.stage == "run" else _analyse(args)
+    except MLFFError as err:
+        print(f"fdh_stability: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
