@@ -4,9 +4,11 @@
     python workflows/fdh_md.py --steps 200000 --device cuda --cueq --replicas 64
     python workflows/fdh_md.py --resume                         # continue a run stopped by the scheduler
 
-Reads workflows/fdh_md.yaml (any key can be changed there; see README "Molecular dynamics"). Uses
-potentials/fdh-cluster-small when it exists, else an untrained MACE "small" (random weights): then the
-run measures speed, not chemistry, and says so loudly. Writes to the config's out directory:
+Reads workflows/fdh_md.yaml (any key can be changed there; see README "Molecular dynamics"). Runs the
+potential the config names: `fdh-cluster-small-xtb` (a MACE committee trained on GFN2-xTB labels; NOT DFT)
+until the DFT fine-tuned `fdh-cluster-small` ships. It prints the potential and the level of theory of its
+training labels before the first step; a missing potential is an error (no random-weight fallback).
+Writes to the config's out directory:
 trajectory.h5 (H5MD: positions, velocities, forces, energies, temperature, xi, committee spread),
 log.csv, md.png (energy, temperature and xi against time), checkpoint.pt and run.json (speed, provenance).
 """
@@ -14,6 +16,7 @@ log.csv, md.png (energy, temperature and xi against time), checkpoint.pt and run
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -28,8 +31,6 @@ from mlff.md.runlog import read_log
 from mlff.models.store import resolve_potential_path
 
 HERE = Path(__file__).resolve().parent
-UNTRAINED_SMALL = {"r_max": 5.0, "hidden_irreps": "128x0e", "max_ell": 3, "num_interactions": 2, "correlation": 3,
-                   "atomic_inter_scale": 0.1}
 
 
 def parse_args(argv=None):
@@ -40,6 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--device", help="auto, cpu, cuda")
     p.add_argument("--cueq", action="store_true", help="cuEquivariance kernels (CUDA)")
     p.add_argument("--structure", help="a structure file instead of the shipped cluster")
+    p.add_argument("--potential", help="a potential directory or shipped name (overrides the config)")
     p.add_argument("--engine", choices=["gpu", "ase"])
     p.add_argument("--out", help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from the out directory's checkpoint")
@@ -75,20 +77,31 @@ def plot(log_path: Path, png: Path) -> None:
     plt.close(fig)
 
 
+def level_of_theory(potential) -> str:
+    """The level of theory of the potential's training labels, from its card; a missing potential is an error."""
+    if not isinstance(potential, str):
+        return "UNTRAINED model config (random weights): speed, not chemistry"
+    path = resolve_potential_path(potential)
+    card = path / "potential.json"
+    if not card.is_file():
+        raise MLFFError(f"potential {potential!r} not found ({path} has no potential.json): the main job runs a "
+                        "trained potential only. Train it (workflows/fdh_xtb_train.yaml for fdh-cluster-small-xtb), "
+                        "or give --potential DIR")
+    meta = json.loads(card.read_text()).get("metadata", {})
+    return meta.get("level_of_theory", "level of theory not recorded in the potential's card")
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     overrides = {k: v for k, v in {"steps": args.steps, "replicas": args.replicas, "device": args.device,
-                                   "structure": args.structure, "engine": args.engine, "out": args.out}.items()
+                                   "structure": args.structure, "engine": args.engine, "out": args.out,
+                                   "potential": args.potential}.items()
                  if v is not None}
     if args.cueq:
         overrides["cueq"] = True
     data = load_yaml(args.config)
-    potential = overrides.get("potential", data.get("potential"))
-    if isinstance(potential, str) and not resolve_potential_path(potential).is_dir():
-        print(f"WARNING: potential {potential!r} not found: using an UNTRAINED MACE small (random weights). "
-              "The numbers below measure speed, not chemistry.", file=sys.stderr)
-        overrides["potential"] = dict(UNTRAINED_SMALL)
     config = load_md_config({**data, **overrides})
+    print(f"fdh_md: POTENTIAL {config.potential}: {level_of_theory(config.potential)}", file=sys.stderr)
     if "OMP_NUM_THREADS" not in os.environ and not torch.cuda.is_available():
         torch.set_num_threads(1)  # small graphs: one thread beats two on a shared 2-core machine (measured 27x)
     summary = run_md(config, resume=args.resume)

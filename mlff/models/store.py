@@ -56,8 +56,7 @@ def load_potential(path, *, device="cpu", dtype=None, verify: bool = True) -> Po
         shipped = ", ".join(shipped_potentials()) or "none yet"
         raise MLFFError(f"potential {str(path)!r} not found: not a potential directory, nor the name of one shipped "
                         f"in {SHIPPED} (shipped: {shipped}); give a potential directory or shipped name, train one "
-                        f"with `mlff train`, or use a model config mapping for an untrained speed test (as "
-                        f"workflows/fdh_md.py does)")
+                        f"with `mlff train`, or use a model config mapping for an untrained speed test")
     if not card_file.is_file():
         raise MLFFError(f"not a potential directory (no potential.json): {path}")
     try:
