@@ -9,6 +9,24 @@ from ase import Atoms
 from mlff.md import HarmonicModel, state_from_atoms
 
 
+def acid_water_file(directory, *, reaction: bool = True) -> str:
+    """Formic acid + water (8 atoms), rattled, as DIRECTORY/start.xyz; with ``reaction`` a reaction coordinate
+    (info xi_atoms) and one fixed atom."""
+    from ase.build import molecule
+    from ase.io import write
+
+    acid, water = molecule("HCOOH"), molecule("H2O")
+    water.translate((0.3, 2.9, 0.2))
+    atoms = acid + water
+    atoms.rattle(0.05, seed=3)
+    if reaction:
+        atoms.info["xi_atoms"] = [1, 3, 0]
+        atoms.info["fixed"] = [5]
+    path = f"{directory}/start.xyz"
+    write(path, atoms)
+    return path
+
+
 def harmonic_systems(n_systems: int, n_atoms: int, seed: int = 0, temperature_K=300.0, chain_length: int = 0):
     """Independent 3D oscillators with random masses (1-16 amu) and springs (0.5-2 eV/Å²), at rest."""
     rng = np.random.default_rng(seed)

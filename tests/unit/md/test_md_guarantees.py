@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from ase.build import molecule
-from ase.io import write
-from md_helpers import one_thread
+from md_helpers import acid_water_file, one_thread
 
 from mlff import build_potential, save_potential
 from mlff.cli import main
@@ -34,13 +32,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 @pytest.fixture()
 def structure(tmp_path) -> str:
-    acid, water = molecule("HCOOH"), molecule("H2O")
-    water.translate((0.3, 2.9, 0.2))
-    atoms = acid + water
-    atoms.rattle(0.05, seed=3)
-    path = tmp_path / "start.xyz"
-    write(path, atoms)
-    return str(path)
+    """Formic acid + water (8 atoms), no reaction coordinate, as an extxyz file."""
+    return acid_water_file(tmp_path, reaction=False)
 
 
 def _config(structure, out, potential, **kw) -> dict:

@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from ase.build import molecule
 from ase.io import write
-from md_helpers import FakeCommittee, NaNAfter, one_thread
+from md_helpers import FakeCommittee, NaNAfter, acid_water_file, one_thread
 
 from mlff.cli import main
 from mlff.md import HarmonicModel, load_md_config, run_md
@@ -35,15 +34,7 @@ REPO = Path(__file__).resolve().parents[3]
 @pytest.fixture()
 def structure(tmp_path) -> str:
     """Formic acid + water (8 atoms) with a reaction coordinate and one fixed atom, as an extxyz file."""
-    acid, water = molecule("HCOOH"), molecule("H2O")
-    water.translate((0.3, 2.9, 0.2))
-    atoms = acid + water
-    atoms.rattle(0.05, seed=3)
-    atoms.info["xi_atoms"] = [1, 3, 0]
-    atoms.info["fixed"] = [5]
-    path = tmp_path / "start.xyz"
-    write(path, atoms)
-    return str(path)
+    return acid_water_file(tmp_path)
 
 
 def _config(structure, out, **kw):
