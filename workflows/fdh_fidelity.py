@@ -4,13 +4,14 @@ free energy, against the exact reference that xTB is cheap enough to sample dire
 
     python workflows/fdh_fidelity.py run xtb  [--resume]     # about an hour of one core (background: nohup nice)
     python workflows/fdh_fidelity.py run mace [--resume]     # minutes; needs potentials/fdh-cluster-small-xtb
-    python workflows/fdh_fidelity.py compare                  # mlff fes on both, overlay plot, the numbers
+    python workflows/fdh_fidelity.py compare [--append-results]   # mlff fes on both, overlay plot, the numbers
 
 `compare` writes OUT/fidelity.json (both profiles, their difference and error bars, the verdict, provenance)
 and OUT/fidelity.png (the overlay and the difference), OUT = out/fidelity unless --out. The two profiles are
 put on one footing by the offset that minimises the error-weighted squared difference over the compared range
 (each MBAR profile is only defined up to a constant); the target: |F_mace - F_xtb| <= 0.5 kcal/mol at every
-bin of [-1.2, +1.2] A, or within the combined error bar (2 sigma) where that is larger.
+bin of [-1.2, +1.2] A, or within the combined error bar (2 sigma) where that is larger. --append-results adds
+the numbers to benchmarks/RESULTS.md and copies fidelity.json and fidelity.png to benchmarks/fidelity/.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def _compare(args) -> None:
     from mlff.fes.units import kT_kcal_per_mol
 
     out = Path(args.out)
-    fes_config = load_fes_config(None, bins=args.bins, cv_range=(-1.6, 1.6))
+    fes_config = load_fes_config(args.fes_config, bins=args.bins, cv_range=(-1.6, 1.6))
     results = {}
     for which in ("xtb", "mace"):
         run_dir = out / which
@@ -109,6 +110,34 @@ def _compare(args) -> None:
     _plot(doc, out / "fidelity.png")
     print(json.dumps(c, indent=1))
     print(f"wrote {path} and {out / 'fidelity.png'}")
+    if args.append_results:
+        _append_results(doc, path, out / "fidelity.png")
+
+
+def _append_results(doc: dict, json_path: Path, png: Path) -> None:
+    import shutil
+
+    bench = HERE.parent / "benchmarks"
+    sys.path.insert(0, str(bench))
+    from _common import append_results, markdown_table
+
+    ship = bench / "fidelity"
+    ship.mkdir(exist_ok=True)
+    shutil.copyfile(json_path, ship / "fidelity.json")
+    shutil.copyfile(png, ship / "fidelity.png")
+    c, b = doc["comparison"], doc["barriers_kcal_per_mol [value, error]"]
+    rows = [[name, f"{b[k]['barrier_forward'][0]:.2f} ± {b[k]['barrier_forward'][1]:.2f}",
+             f"{b[k]['reaction'][0]:.2f} ± {b[k]['reaction'][1]:.2f}"]
+            for k, name in (("xtb", "GFN2-xTB (reference)"), ("mace", "MACE fdh-cluster-small-xtb"))]
+    table = markdown_table(["xi profile, small FDH cluster, 300 K", "barrier (kcal/mol)", "reaction F (kcal/mol)"], rows)
+    notes = (f"Same 24 umbrella windows (workflows/fdh_fidelity.yaml), both analysed by `mlff fes` (MBAR, bootstrap "
+             f"errors). Over xi in [{c['range_A'][0]}, {c['range_A'][1]}] Å ({c['bins_compared']} bins, "
+             f"{c['bins_missing']} missing): max |F_MACE - F_xTB| = {c['max_abs_difference_kcal_per_mol']:.2f} kcal/mol "
+             f"at xi = {c['at_cv_A']:+.2f} Å (combined 1-sigma there {c['combined_sigma_there_kcal_per_mol']:.2f}), "
+             f"RMS {c['rms_difference_kcal_per_mol']:.2f}; within {c['tolerance_kcal_per_mol']} kcal/mol everywhere: "
+             f"{'yes' if c['within_tolerance'] else 'no'}; within 0.5 kcal/mol or 2 sigma: "
+             f"{'yes' if c['within_tolerance_or_2sigma'] else 'no'}. Plot and numbers: benchmarks/fidelity/.")
+    append_results("Pipeline fidelity: xi free energy with GFN2-xTB vs the MACE trained on it", table, notes)
 
 
 def _plot(doc: dict, path: Path) -> None:
@@ -155,6 +184,8 @@ def main(argv=None) -> int:
     run.add_argument("--potential", help="override the potential (default: gfn2-xtb / fdh-cluster-small-xtb)")
     cmp_ = sub.add_parser("compare", help="analyse both runs, overlay them, write the numbers")
     cmp_.add_argument("--bins", type=int, default=32)
+    cmp_.add_argument("--fes-config", help="a YAML of mlff fes settings (FESConfig keys) for both analyses")
+    cmp_.add_argument("--append-results", action="store_true", help="add the numbers to benchmarks/RESULTS.md")
     for s in (run, cmp_):
         s.add_argument("--config", default=str(HERE / "fdh_fidelity.yaml"))
         s.add_argument("--out", default="out/fidelity")

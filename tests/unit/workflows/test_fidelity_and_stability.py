@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 from ase.build import molecule
 
 WORKFLOWS = Path(__file__).resolve().parents[3] / "workflows"
@@ -64,3 +65,34 @@ def test_bond_events_separate_reactive_pairs_from_broken_bonds():
     assert broken["pair"] == sorted([c, h_c]) and broken["first_frame"] == 2 and broken["reactive"]
     assert stability.bond_events(frames, xi_atoms=None)["broken"][0]["reactive"] is False
     assert stability.bond_events(frames[:2], xi_atoms=None) == {"bonds_at_start": 4, "broken": [], "formed": []}
+
+
+def test_compare_writes_the_overlay_and_the_verdict_from_two_fes_analyses(tmp_path, monkeypatch):
+    import json
+    from types import SimpleNamespace
+
+    import mlff.fes.analysis
+    from mlff.fes.result import BarrierEstimate, Profile
+
+    cv = np.linspace(-1.55, 1.55, 32)
+    shapes = {"xtb": 20 * np.exp(-cv ** 2 / 0.2), "mace": 20 * np.exp(-cv ** 2 / 0.2) + 0.3 * (cv > 1.0)}
+
+    def fake_run_fes(run_dir, config):
+        which = run_dir.name
+        assert config.bins == 32 and config.cv_range == (-1.6, 1.6)
+        f = shapes[which]
+        profile = Profile("MBAR", cv, f, np.full_like(cv, 0.2), "bootstrap")
+        barrier = BarrierEstimate({"barrier_forward": 20.0, "reaction": 0.1}, {"barrier_forward": 0.3, "reaction": 0.2},
+                                  "bootstrap", -1.0, 0.0, 1.0)
+        analysis = SimpleNamespace(profiles=[profile], temperature_K=300.0, barrier=barrier)
+        return SimpleNamespace(analysis=analysis, document={"provenance": {"run": which}}, out=run_dir / "fes")
+
+    monkeypatch.setattr(mlff.fes.analysis, "run_fes", fake_run_fes)
+    assert fidelity.main(["compare", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "fidelity.json").read_text())
+    assert (tmp_path / "fidelity.png").read_bytes()[:4] == b"\x89PNG"
+    c = doc["comparison"]
+    kcal = 0.5961612775922495  # kT at 300 K in kcal/mol
+    assert c["within_tolerance"] and 0.3 * kcal * 0.5 < c["max_abs_difference_kcal_per_mol"] < 0.3 * kcal
+    assert doc["barriers_kcal_per_mol [value, error]"]["xtb"]["barrier_forward"][0] == pytest.approx(20.0 * kcal, rel=1e-3)
+    assert doc["provenance"]["mace"] == {"run": "mace"} and len(doc["difference"]) == 32
