@@ -201,7 +201,26 @@ def _shown(path: str) -> str:
         return str(path)
 
 
-def _card_section(metrics: dict, records, config, e0s) -> str:
+def training_cost(run_dir: Path, committee: int) -> list[dict]:
+    """Per member: epochs trained and the summed epoch wall time (s), from member_NN/log.csv."""
+    out = []
+    for k in range(committee):
+        rows = [r for r in _read_log(Path(run_dir) / f"member_{k:02d}" / "log.csv") if "epoch_time_s" in r]
+        out.append({"member": k, "epochs": len(rows), "wall_s": float(sum(r["epoch_time_s"] for r in rows))})
+    return out
+
+
+def _cost_line(cost: list[dict], config) -> str:
+    done = [c for c in cost if c["epochs"]]
+    if not done:
+        return ""
+    total = sum(c["wall_s"] for c in done)
+    per = ", ".join(f"{c['wall_s'] / 3600:.2f} h ({c['epochs']} epochs)" for c in done)
+    return (f"Training time (sum of epoch wall times, device {config.device}, {config.dtype}): "
+            f"{total / 3600:.2f} h for {len(done)} member(s): {per}.")
+
+
+def _card_section(metrics: dict, records, config, e0s, cost: list[dict] | None = None) -> str:
     data = ", ".join(f"`{_shown(s['path'])}` ({s['records']} records, sha256 `{s['sha256'][:16]}…`)"
                      for s in records.sources)
     reference = _reference_name(records.infos)
@@ -219,6 +238,8 @@ def _card_section(metrics: dict, records, config, e0s) -> str:
         lines.append(f"\nHeld-out scan `{name}` ({scan['n_points']} points): max |E_model - E_{reference}| = "
                      f"{scan['max_abs_error_kcal_mol_mean_aligned']:.2f} kcal/mol (mean offset removed), "
                      f"{scan['max_abs_error_kcal_mol_min_aligned']:.2f} kcal/mol (minima aligned).")
+    if cost and _cost_line(cost, config):
+        lines += ["", _cost_line(cost, config)]
     keys = {k: v for k, v in config.to_dict().items() if k not in ("progress", "plots", "data")}
     lines += ["", "Hyperparameters:", "", "```json", json.dumps(keys, indent=1), "```",
               "", "Plots: `parity.png`, `learning_curves.png`, `scan.png` (held-out scans) in the run directory.", ""]
@@ -241,7 +262,8 @@ def write_outputs(potential, graphs, records, config, run_dir: Path) -> tuple[Pa
     })
     path = save_potential(potential, run_dir / config.name, name=config.name)
     with open(path / "MODEL_CARD.md", "a") as card:
-        card.write(_card_section(metrics, records, config, potential.config.E0s))
+        card.write(_card_section(metrics, records, config, potential.config.E0s,
+                                 training_cost(run_dir, config.committee)))
     (run_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "provenance": provenance()}, indent=2) + "\n")
     if config.plots:
         _parity_plot(preds, run_dir / "parity.png", _reference_name(records.infos))

@@ -33,6 +33,7 @@ def test_training_drops_force_rmse_well_below_untrained(small_config, emt_datase
     card = (result.potential_dir / "MODEL_CARD.md").read_text()
     assert "## Training" in card and "held-out scan".lower() in card.lower()
     assert "| level of theory | unknown (no provenance in the records) |" in card  # EMT records carry none
+    assert "Training time (sum of epoch wall times, device " in card and "(25 epochs)" in card
     meta = json.loads((result.potential_dir / "potential.json").read_text())["metadata"]
     assert meta["training"]["data"][0]["sha256"] and meta["training"]["split_sizes"]["holdout-scan"] == 6
 
