@@ -1,0 +1,256 @@
+"""``run_learning(config, resume=...)``: the active-learning loop, one run directory, a state record per iteration.
+
+Per iteration ``iter_NNN`` the stages explore -> select -> label -> calibrate -> retrain -> report run in
+order; each is marked done in ``iter_NNN/state.json`` only after its outputs are in place (written
+atomically), so a kill -9 anywhere leaves a run that ``resume=True`` continues at the stage it was in:
+explore continues its MD from the checkpoint, label skips what is labelled, retrain resumes training from
+its checkpoints, select / calibrate / report are recomputed from their (unchanged) inputs.
+
+SIGTERM / SIGUSR1 (a scheduler's stop), or a label stage that hits ``label.time_limit_s``, end the run with
+status "interrupted" (the CLI exits 75: requeue and ``--resume``). For tests, ``MLFF_LEARN_KILL_AFTER=ITER:STAGE``
+makes the process SIGKILL itself once that stage's outputs are written, before the stage is marked done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+
+from mlff.errors import MLFFError
+from mlff.learn.config import LearnConfig, learn_config, load_learn_config
+from mlff.learn.state import STAGES, IterationState, read_json, write_dataset, write_json
+
+__all__ = ["run_learning", "labels_spent"]
+
+_RESUMABLE_KEYS = ("stop", "label", "progress", "out")  # may change on --resume
+
+
+def labels_spent(path: Path) -> int:
+    """Labels paid for so far: records plus recorded failures of the run's labels dataset."""
+    from mlff.data.store import Dataset
+
+    if not path.is_file():
+        return 0
+    ds = Dataset(path)
+    return len(ds) + ds.count("failures")
+
+
+def _device(config: LearnConfig) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+
+
+def _load(config: LearnConfig, path: str):
+    from mlff.models.store import load_potential
+
+    return load_potential(path, device=_device(config))
+
+
+def _kill_hook(iteration: int, stage: str) -> None:
+    if os.environ.get("MLFF_LEARN_KILL_AFTER") == f"{iteration}:{stage}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- stages -------------------------------------------------------------------------------------------------
+def _select(ctx: dict, state: IterationState) -> dict:
+    from mlff.data.store import Dataset
+    from mlff.learn.retrain import SPLIT_KEY
+    from mlff.learn.select import score_frames, select_frames
+
+    config, it_dir = ctx["config"], state.dir
+    c = config.select
+    candidates = Dataset(it_dir / "candidates.h5").read()
+    potential = _load(config, state.potential)
+    slope = ctx["slope"]
+    budget = max(0, min(c.per_iteration, config.stop.total_labels - labels_spent(ctx["labels"])))
+    scores = score_frames(potential, candidates, descriptor=c.descriptor) if candidates else None
+    labelled = None
+    if ctx["labels"].is_file() and len(Dataset(ctx["labels"])):
+        labelled = score_frames(potential, Dataset(ctx["labels"]).read(), descriptor=c.descriptor).descriptors
+    raw = scores.spread_eV_A if scores is not None else np.zeros(0)
+    xi = np.array([float(a.info.get("xi", np.nan)) for a in candidates])
+    picked = select_frames(slope * raw, xi, scores.descriptors if scores is not None else np.zeros((0, 0)),
+                           window=tuple(c.trust_window_eV_A), xi_bin_A=c.xi_bin_A, max_per_bin=c.max_per_bin,
+                           budget=budget, labelled=labelled)
+    selected = []
+    for j, k in enumerate(picked["chosen"]):
+        atoms = candidates[k]
+        atoms.calc = None
+        valid = c.valid_every and (j + 1) % c.valid_every == 0
+        atoms.info.update(learn_spread_raw_eV_A=float(raw[k]), learn_spread_eV_A=float(slope * raw[k]),
+                          **{SPLIT_KEY: "valid" if valid else "train"})
+        selected.append(atoms)
+    write_dataset(it_dir / "selected.h5", selected, description=f"mlff learn iteration {state.data['iteration']}: "
+                  "selected for labelling")
+    write_json(it_dir / "select.json", {"slope": slope, "budget": budget, **picked, "spread_raw_eV_A": raw,
+                                        "xi_A": xi})
+    return {"status": "done", "slope": slope, "budget": budget, **{k: v for k, v in picked.items()}}
+
+
+def _label(ctx: dict, state: IterationState) -> dict:
+    from mlff.data.label import label
+    from mlff.data.store import Dataset
+
+    config = ctx["config"]
+    structures = Dataset(state.dir / "selected.h5").read()
+    summary = label(structures, ctx["labeler"], ctx["labels"], checkpoint_every=config.label.checkpoint_every,
+                    progress=config.progress, time_limit_s=config.label.time_limit_s,
+                    description="mlff learn: labels of the oracle")
+    row = {"labelled": summary.labelled, "failed": summary.failed, "skipped": summary.skipped,
+           "remaining": summary.remaining, "labels_spent": labels_spent(ctx["labels"])}
+    if summary.remaining or summary.interrupted:
+        return {"status": "interrupted", **row, "why": summary.interrupted or "label.time_limit_s reached"}
+    return {"status": "done", **row}
+
+
+def _calibrate(ctx: dict, state: IterationState) -> dict:
+    from mlff.learn.calibrate import calibrate
+
+    config = ctx["config"]
+    fit = calibrate(_load(config, state.potential), ctx["labels"], state.data["iteration"], ctx["slope"],
+                    config.select.descriptor)
+    write_json(state.dir / "calibration.json", fit)
+    return {"status": "done", **fit}
+
+
+def _retrain(ctx: dict, state: IterationState) -> dict:
+    from mlff.data.store import Dataset
+    from mlff.learn.retrain import retrain
+
+    if not ctx["labels"].is_file() or len(Dataset(ctx["labels"])) == 0:
+        return {"status": "done", "potential": state.potential, "note": "no labels yet: committee kept"}
+    return retrain(ctx["config"], state.potential, ctx["labels"], ctx["replay"], state.dir)
+
+
+def _report(ctx: dict, state: IterationState) -> dict:
+    from mlff.learn.report import profile_of, stop_reason, test_errors, write_plot
+
+    config = ctx["config"]
+    potential = state.get("retrain")["potential"]
+    select = state.get("select")
+    report = {"iteration": state.data["iteration"], "potential": potential, "potential_explored": state.potential,
+              "labels_spent": labels_spent(ctx["labels"]), "labelled_this_iteration": state.get("label")["labelled"],
+              "failed_this_iteration": state.get("label")["failed"], "candidates": select["candidates"],
+              "uncertain": select["uncertain"], "in_window": select["in_window"],
+              "above_window": select["above_window"], "per_bin": select["per_bin"],
+              "calibration": {k: v for k, v in state.get("calibrate").items() if k != "status"},
+              "test": test_errors(_load(config, potential), config.test.path, config.test.regions_A),
+              "profile": profile_of(config, state.dir / "explore" / "umbrella")}
+    report["stop"] = stop_reason(config, report, ctx["previous_report"])
+    write_json(state.dir / "report.json", report)
+    if config.retrain.train.get("plots", True):
+        write_plot(ctx["reports"] + [report], state.dir / "report.png")
+    return {"status": "done", **report}
+
+
+def _explore(ctx: dict, state: IterationState) -> dict:
+    from mlff.learn.explore import explore
+
+    return explore(ctx["config"], state.potential, state.dir, state.data["iteration"])
+
+
+_RUN = {"explore": _explore, "select": _select, "label": _label, "calibrate": _calibrate, "retrain": _retrain,
+        "report": _report}
+
+
+# -- the run ------------------------------------------------------------------------------------------------
+def _check_run(out: Path, config: LearnConfig, resume: bool) -> None:
+    from mlff.provenance import provenance
+
+    path = out / "learn.json"
+    mine = json.loads(json.dumps(config.to_dict(), default=str))
+    if not resume:
+        if path.is_file():
+            raise MLFFError(f"{out} already holds a learning run; pass --resume to continue it, or choose another out")
+        write_json(path, {"config": mine, "provenance": provenance()})
+        return
+    if not path.is_file():
+        raise MLFFError(f"nothing to resume in {out} (no learn.json); start the run without --resume")
+    saved = read_json(path)["config"]
+    changed = sorted(k for k in set(saved) | set(mine) if k not in _RESUMABLE_KEYS and saved.get(k) != mine.get(k))
+    if changed:
+        raise MLFFError(f"cannot resume {out}: the config changed since the run started ({', '.join(changed)}); only "
+                        f"{', '.join(_RESUMABLE_KEYS)} may change")
+
+
+def _initial(config: LearnConfig, out: Path) -> dict:
+    if config.initial.potential is not None:
+        from mlff.models.store import resolve_potential_path
+
+        path = resolve_potential_path(config.initial.potential)
+        if not (path / "potential.json").is_file():
+            raise MLFFError(f"initial.potential: no potential directory at {path} (no potential.json)")
+        return {"status": "done", "potential": str(path)}
+    from mlff.learn.retrain import train_initial
+
+    return train_initial(config, out)
+
+
+def _iteration(ctx: dict, state: IterationState, flag) -> str:
+    """Run the stages of one iteration not yet done; "done" or "interrupted"."""
+    for stage in STAGES:
+        if state.done(stage):
+            continue
+        summary = _RUN[stage](ctx, state)
+        if summary.get("status") == "interrupted":
+            return "interrupted"
+        _kill_hook(state.data["iteration"], stage)
+        state.mark(stage, summary)
+        if flag.received:
+            return "interrupted"
+    return "done"
+
+
+def _finish(out: Path, status: str, **fields) -> dict:
+    summary = {"status": status, "out": str(out), **fields}
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def run_learning(config: LearnConfig | dict | str | Path, *, resume: bool = False) -> dict:
+    """Run (or resume) the active-learning loop of ``config``; returns (and writes) ``OUT/summary.json``:
+    status "finished" (with the stop reason and the final potential) or "interrupted" (resume later)."""
+    from mlff.lock import WriterLock
+
+    if isinstance(config, (str, Path)):
+        config = load_learn_config(config)
+    config = learn_config(config)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with WriterLock(out / ".lock", f"learning run {out}"):
+        _check_run(out, config, resume)
+        return _run(config, out)
+
+
+def _run(config: LearnConfig, out: Path) -> dict:
+    from mlff.data.labelers import make_labeler
+    from mlff.learn.retrain import replay_set
+    from mlff.signals import SignalFlag
+
+    with SignalFlag() as flag:
+        initial = _initial(config, out)
+        if initial["status"] != "done":
+            return _finish(out, "interrupted", stage="initial training")
+        ctx = {"config": config, "labels": out / "labels.h5", "replay": replay_set(config, out),
+               "labeler": make_labeler(dict(config.label.oracle)), "slope": 1.0, "previous_report": None,
+               "reports": []}
+        potential, iteration = initial["potential"], 0
+        while True:
+            state = IterationState(out, iteration, potential)
+            if _iteration(ctx, state, flag) == "interrupted":
+                return _finish(out, "interrupted", iteration=iteration,
+                               stage=next(s for s in STAGES if not state.done(s)) if len(state.data["done"]) < len(STAGES)
+                               else "between iterations", labels_spent=labels_spent(ctx["labels"]))
+            report = state.get("report")
+            ctx["reports"].append(report)
+            if report["stop"]:
+                return _finish(out, "finished", reason=report["stop"], iterations=iteration + 1,
+                               potential=report["potential"], labels_spent=report["labels_spent"])
+            ctx["slope"] = state.get("calibrate")["used_slope"]
+            ctx["previous_report"] = report
+            potential, iteration = report["potential"], iteration + 1
