@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +46,15 @@ def _device(config: LearnConfig) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
 
 
-def _load(config: LearnConfig, path: str):
+def _load(ctx: dict, path: str):
+    """The potential at ``path`` (kept for the next stage that asks: building MACE modules takes seconds)."""
     from mlff.models.store import load_potential
 
-    return load_potential(path, device=_device(config))
+    cache = ctx.setdefault("potentials", {})
+    if path not in cache:
+        cache.clear()
+        cache[path] = load_potential(path, device=_device(ctx["config"]))
+    return cache[path]
 
 
 def _kill_hook(iteration: int, stage: str) -> None:
@@ -65,7 +71,7 @@ def _select(ctx: dict, state: IterationState) -> dict:
     config, it_dir = ctx["config"], state.dir
     c = config.select
     candidates = Dataset(it_dir / "candidates.h5").read()
-    potential = _load(config, state.potential)
+    potential = _load(ctx, state.potential)
     slope = ctx["slope"]
     budget = max(0, min(c.per_iteration, config.stop.total_labels - labels_spent(ctx["labels"])))
     scores = score_frames(potential, candidates, descriptor=c.descriptor) if candidates else None
@@ -96,23 +102,29 @@ def _label(ctx: dict, state: IterationState) -> dict:
     from mlff.data.label import label
     from mlff.data.store import Dataset
 
-    config = ctx["config"]
+    config, iteration = ctx["config"], state.data["iteration"]
     structures = Dataset(state.dir / "selected.h5").read()
     summary = label(structures, ctx["labeler"], ctx["labels"], checkpoint_every=config.label.checkpoint_every,
                     progress=config.progress, time_limit_s=config.label.time_limit_s,
                     description="mlff learn: labels of the oracle")
-    row = {"labelled": summary.labelled, "failed": summary.failed, "skipped": summary.skipped,
-           "remaining": summary.remaining, "labels_spent": labels_spent(ctx["labels"])}
+    this_run = {"labelled": summary.labelled, "failed": summary.failed, "skipped": summary.skipped,
+                "remaining": summary.remaining}
     if summary.remaining or summary.interrupted:
-        return {"status": "interrupted", **row, "why": summary.interrupted or "label.time_limit_s reached"}
-    return {"status": "done", **row}
+        return {"status": "interrupted", "this_run": this_run, "why": summary.interrupted or "label.time_limit_s reached"}
+    ds = Dataset(ctx["labels"])
+    mine = {table: sum(info.get("learn_iteration") == iteration for info in ds.infos(table))
+            for table in ("records", "failures")}
+    reasons = [info.get("provenance", {}).get("failure_reason", "") for info in ds.infos("failures")
+               if info.get("learn_iteration") == iteration]
+    return {"status": "done", "labelled": mine["records"], "failed": mine["failures"], "failure_reasons": reasons,
+            "labels_spent": labels_spent(ctx["labels"]), "this_run": this_run}
 
 
 def _calibrate(ctx: dict, state: IterationState) -> dict:
     from mlff.learn.calibrate import calibrate
 
     config = ctx["config"]
-    fit = calibrate(_load(config, state.potential), ctx["labels"], state.data["iteration"], ctx["slope"],
+    fit = calibrate(_load(ctx, state.potential), ctx["labels"], state.data["iteration"], ctx["slope"],
                     config.select.descriptor)
     write_json(state.dir / "calibration.json", fit)
     return {"status": "done", **fit}
@@ -139,7 +151,7 @@ def _report(ctx: dict, state: IterationState) -> dict:
               "uncertain": select["uncertain"], "in_window": select["in_window"],
               "above_window": select["above_window"], "per_bin": select["per_bin"],
               "calibration": {k: v for k, v in state.get("calibrate").items() if k != "status"},
-              "test": test_errors(_load(config, potential), config.test.path, config.test.regions_A),
+              "test": test_errors(_load(ctx, potential), config.test.path, config.test.regions_A),
               "profile": profile_of(config, state.dir / "explore" / "umbrella")}
     report["stop"] = stop_reason(config, report, ctx["previous_report"])
     write_json(state.dir / "report.json", report)
@@ -196,7 +208,9 @@ def _iteration(ctx: dict, state: IterationState, flag) -> str:
     for stage in STAGES:
         if state.done(stage):
             continue
+        began = time.perf_counter()
         summary = _RUN[stage](ctx, state)
+        summary["wall_s"] = round(time.perf_counter() - began, 3)
         if summary.get("status") == "interrupted":
             return "interrupted"
         _kill_hook(state.data["iteration"], stage)

@@ -118,4 +118,4 @@ def select_frames(spread: np.ndarray, xi: np.ndarray, descriptors: np.ndarray, *
     return {"chosen": chosen, "candidates": int(len(spread)), "uncertain": int(uncertain.sum()),
             "in_window": int(eligible.sum()), "above_window": int((spread > hi).sum()),
             "below_window": int((spread < lo).sum()),
-            "per_bin": {str(b * xi_bin_A if b != -10**9 else "none"): c for b, c in sorted(counts.items())}}
+            "per_bin": {(f"{b * xi_bin_A:+.3f}" if b != -10**9 else "no xi"): c for b, c in sorted(counts.items())}}
