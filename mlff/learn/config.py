@@ -66,6 +66,7 @@ class RetrainConfig:
 @dataclass
 class TestConfig:
     path: str | None = None  # a fixed dataset of reference labels (the oracle's level); never trained on
+    tag: str | None = None  # only its records with this tag (e.g. holdout-scan); None: all
     # xi regions [lo, hi] (Å, null for an open end) of the error report
     regions_A: dict = field(default_factory=lambda: {"reactant": [None, -0.3], "ts": [-0.3, 0.3],
                                                      "product": [0.3, None]})

@@ -151,12 +151,12 @@ def _report(ctx: dict, state: IterationState) -> dict:
               "uncertain": select["uncertain"], "in_window": select["in_window"],
               "above_window": select["above_window"], "per_bin": select["per_bin"],
               "calibration": {k: v for k, v in state.get("calibrate").items() if k != "status"},
-              "test": test_errors(_load(ctx, potential), config.test.path, config.test.regions_A),
+              "test": test_errors(_load(ctx, potential), config.test.path, config.test.regions_A,
+                                  config.test.tag),
               "profile": profile_of(config, state.dir / "explore" / "umbrella")}
     report["stop"] = stop_reason(config, report, ctx["previous_report"])
     write_json(state.dir / "report.json", report)
-    if config.retrain.train.get("plots", True):
-        write_plot(ctx["reports"] + [report], state.dir / "report.png")
+    write_plot(ctx["reports"] + [report], state.dir / "report.png")
     return {"status": "done", **report}
 
 
@@ -190,7 +190,33 @@ def _check_run(out: Path, config: LearnConfig, resume: bool) -> None:
                         f"{', '.join(_RESUMABLE_KEYS)} may change")
 
 
+def _preflight(config: LearnConfig) -> None:
+    """The datasets the run reads later, checked before any label is paid for."""
+    from mlff.data.store import Dataset
+
+    for key, path in (("test.path", config.test.path), ("retrain.replay", config.retrain.replay)):
+        if path is not None and not Path(path).is_file():
+            raise MLFFError(f"{key}: no dataset at {path}")
+    if config.test.path is not None:
+        test = Dataset(config.test.path)
+        n = len(test.indices(tag=config.test.tag)) if config.test.tag is not None else len(test)
+        if n == 0:
+            raise MLFFError(f"test.path: {config.test.path} holds no records"
+                            + (f" tagged {config.test.tag!r}" if config.test.tag else ""))
+
+
 def _initial(config: LearnConfig, out: Path) -> dict:
+    """The committee of iteration 0 (``OUT/initial.json`` records it once it is there)."""
+    record = out / "initial.json"
+    if record.is_file():
+        return read_json(record)
+    result = _initial_potential(config, out)
+    if result["status"] == "done":
+        write_json(record, result)
+    return result
+
+
+def _initial_potential(config: LearnConfig, out: Path) -> dict:
     if config.initial.potential is not None:
         from mlff.models.store import resolve_potential_path
 
@@ -205,6 +231,8 @@ def _initial(config: LearnConfig, out: Path) -> dict:
 
 def _iteration(ctx: dict, state: IterationState, flag) -> str:
     """Run the stages of one iteration not yet done; "done" or "interrupted"."""
+    if not state.path.is_file():
+        state.save()  # the iteration has begun (with which committee)
     for stage in STAGES:
         if state.done(stage):
             continue
@@ -238,6 +266,7 @@ def run_learning(config: LearnConfig | dict | str | Path, *, resume: bool = Fals
     out.mkdir(parents=True, exist_ok=True)
     with WriterLock(out / ".lock", f"learning run {out}"):
         _check_run(out, config, resume)
+        _preflight(config)
         return _run(config, out)
 
 

@@ -26,17 +26,19 @@ def _in(xi: float, interval) -> bool:
     return lo <= xi < hi
 
 
-def test_errors(potential, path: str | None, regions: dict) -> dict | None:
-    """Energy (meV/atom) and force (meV/Å) errors on the test set, in all and per xi region; None without one."""
+def test_errors(potential, path: str | None, regions: dict, tag: str | None = None) -> dict | None:
+    """Energy (meV/atom) and force (meV/Å) errors on the test set (its records tagged ``tag``, or all), in all
+    and per xi region; None without a test set."""
     if path is None:
         return None
     from mlff.data.store import Dataset
     from mlff.train.data import build_graphs
     from mlff.train.metrics import error_summary, predict
 
-    records = Dataset(path).read()
+    dataset = Dataset(path)
+    records = dataset.read(dataset.indices(tag=tag) if tag is not None else None)
     if not records:
-        raise MLFFError(f"test.path: {path} holds no records")
+        raise MLFFError(f"test.path: {path} holds no records" + (f" tagged {tag!r}" if tag else ""))
     graphs = build_graphs(records, potential.cutoff, device=potential.device, dtype=potential.dtype)
     p = predict(potential, graphs, np.arange(len(records)))
     out = {"all": error_summary(p)}

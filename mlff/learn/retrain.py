@@ -21,7 +21,8 @@ SPLIT_KEY = "learn_split"
 
 
 def replay_set(config: LearnConfig, out: Path) -> Path | None:
-    """``OUT/replay.h5``: the replay records (seeded draw), every one in the training split; None without replay."""
+    """``OUT/replay.h5``: the replay records (a seeded draw, never a held-out-scan or test-set geometry), all in
+    the training split; None without replay."""
     if config.retrain.replay is None:
         return None
     path = out / "replay.h5"
@@ -30,8 +31,12 @@ def replay_set(config: LearnConfig, out: Path) -> Path | None:
     from mlff.data.store import Dataset
 
     source = Dataset(config.retrain.replay)
-    infos = source.infos()
-    usable = np.array([k for k, info in enumerate(infos) if "holdout-scan" not in info.get("tags", [])], np.int64)
+    infos, hashes = source.infos(), source.column("geometry_hash")
+    test = set()
+    if config.test.path is not None:  # never train on the test set, whatever its tag
+        test = set(Dataset(config.test.path).column("geometry_hash"))
+    usable = np.array([k for k, info in enumerate(infos) if "holdout-scan" not in info.get("tags", [])
+                       and hashes[k] not in test], np.int64)
     rng = np.random.default_rng(config.seed)
     take = np.sort(rng.choice(usable, size=min(config.retrain.replay_records, len(usable)), replace=False))
     records = source.read(take)

@@ -71,6 +71,9 @@ class IterationState:
     def get(self, stage: str) -> dict:
         return self.data.get(stage, {})
 
+    def save(self) -> None:
+        write_json(self.path, self.data)
+
     def mark(self, stage: str, summary: dict) -> None:
         """Record ``stage`` as done, only once its outputs are in place."""
         self.data[stage] = summary

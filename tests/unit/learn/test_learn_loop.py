@@ -1,0 +1,128 @@
+"""The loop end to end on the small FDH cluster with xTB as the oracle (tiny MACE committee, two iterations),
+and a kill -9 in every stage followed by ``--resume``: the resumed run's records equal an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO, learn_dict
+
+from mlff.data import Dataset
+from mlff.learn import run_learning
+from mlff.learn.state import STAGES
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def reference(xtb_sets, tmp_path_factory):
+    """One uninterrupted run (in this process)."""
+    out = tmp_path_factory.mktemp("learn") / "reference"
+    summary = run_learning(learn_dict(out, xtb_sets))
+    return out, summary
+
+
+def _state(out, k) -> dict:
+    return json.loads((out / f"iter_{k:03d}" / "state.json").read_text())
+
+
+def test_end_to_end_two_iterations_with_xtb_as_the_oracle(reference):
+    out, summary = reference
+    assert summary["status"] == "finished" and summary["iterations"] == 2
+    assert summary["reason"] == "label budget spent (6 of 6)" and summary["labels_spent"] == 6
+    labels = Dataset(out / "labels.h5")
+    assert len(labels) == 6 and labels.count("failures") == 0
+    infos = labels.infos()
+    assert [i["learn_iteration"] for i in infos] == [0, 0, 0, 1, 1, 1]
+    assert {i["provenance"]["method"] for i in infos} == {"GFN2-xTB"}  # labelled by the oracle
+    for k in (0, 1):
+        state = _state(out, k)
+        assert state["done"] == list(STAGES)
+        select = state["select"]
+        assert select["budget"] == 3 and len(select["chosen"]) == 3 and select["candidates"] == 8  # 2 x 4 frames
+        assert all(count <= 2 for count in select["per_bin"].values())  # the per-bin cap
+        xi = np.array([i["xi"] for i in infos if i["learn_iteration"] == k])
+        assert np.allclose(xi, np.array(json.loads((out / f"iter_{k:03d}" / "select.json").read_text())["xi_A"])[
+            select["chosen"]])
+        report = json.loads((out / f"iter_{k:03d}" / "report.json").read_text())
+        assert report["labels_spent"] == 3 * (k + 1) and (out / f"iter_{k:03d}" / "report.png").is_file()
+        assert {"all", "reactant", "ts", "product"} <= set(report["test"])  # errors per xi region of the test set
+        assert report["test"]["all"]["n_records"] == 4 and report["test"]["all"]["forces_rmse_meV_A"] > 0
+        cal = state["calibrate"]
+        assert cal["n"] == 3 and cal["slope"] > 0  # spread against the true error of the new labels
+    # the second selection used the first calibration; the second iteration explored with the first retraining
+    assert _state(out, 1)["select"]["slope"] == pytest.approx(_state(out, 0)["calibrate"]["used_slope"])
+    assert _state(out, 1)["potential"] == _state(out, 0)["retrain"]["potential"]
+    assert summary["potential"] == str(out / "iter_001" / "train" / "potential")
+    # fine-tuning started from the previous committee (init_from) on all labels so far
+    train = json.loads((out / "iter_001" / "train" / "config.json").read_text())["config"]
+    assert train["init_from"] == _state(out, 0)["retrain"]["potential"] and train["committee"] == 2
+
+
+def _strip(value):
+    """A record without what depends on the machine's speed or on this process (wall times, per-run counts)."""
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in ("wall_s", "this_run")}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def _close(a, b, path="") -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for k, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{k}]")
+    elif isinstance(a, float):
+        assert b == pytest.approx(a, rel=1e-6, abs=1e-9), path
+    else:
+        assert a == b, path
+
+
+KILLS = ["0:explore", "0:label", "0:retrain", "1:select", "1:calibrate", "1:report"]
+
+
+def test_kill_9_in_every_stage_then_resume_equals_the_uninterrupted_run(reference, xtb_sets, tmp_path):
+    ref_out, ref_summary = reference
+    out = tmp_path / "killed"
+    config = tmp_path / "learn.yaml"
+    config.write_text(yaml.safe_dump(learn_dict(out, xtb_sets)))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for k, kill in enumerate(KILLS + [None]):
+        cmd = [sys.executable, "-m", "mlff.cli", "learn", str(config)] + (["--resume"] if k else [])
+        run_env = {**env, "MLFF_LEARN_KILL_AFTER": kill} if kill else env
+        done = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=300)
+        if kill:
+            assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+            iteration, stage = kill.split(":")
+            state = _state(out, int(iteration))
+            assert stage not in state["done"]  # killed after its outputs, before it was marked
+        else:
+            assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["labels_spent"] == ref_summary["labels_spent"]
+    for k in (0, 1):
+        mine, theirs = _strip(_state(out, k)), _strip(_state(ref_out, k))
+        for record in (mine, theirs):  # paths differ between the two run directories
+            record.pop("potential")
+            record["retrain"].pop("run_dir")
+            record["retrain"].pop("potential")
+            record["report"].pop("potential")
+            record["report"].pop("potential_explored")
+        _close(theirs, mine, f"iter_{k:03d}")
+    a, b = Dataset(out / "labels.h5").read(), Dataset(ref_out / "labels.h5").read()
+    assert len(a) == len(b) == 6
+    for x, y in zip(a, b):
+        assert np.allclose(x.positions, y.positions, atol=1e-8)
+        assert x.get_potential_energy() == pytest.approx(y.get_potential_energy(), abs=1e-6)
