@@ -11,6 +11,11 @@ def _learn(args) -> int:
     from mlff.learn import load_learn_config, run_learning
 
     summary = run_learning(load_learn_config(args.config, out=args.out), resume=args.resume)
+    if summary["status"] == "awaiting_labels":
+        print(f"mlff: iteration {summary['iteration']} waits for {summary['missing']} external label(s): run "
+              f"`mlff slurm label {summary['label_config']} --submit` (or `mlff data label`), then "
+              f"`mlff learn {args.config} --resume`", file=sys.stderr)
+        return 0  # not a failure: a chain may go on to the label jobs
     if summary["status"] != "finished":
         print(f"mlff: learning run interrupted in iteration {summary.get('iteration', 0)} ({summary.get('stage')}); "
               f"continue with `mlff learn {args.config} --resume`", file=sys.stderr)

@@ -53,6 +53,10 @@ class LabelConfig:
     oracle: dict = field(default_factory=lambda: {"backend": "xtb"})  # mlff.data.labelers.make_labeler spec
     time_limit_s: float | None = checked(None, gt=0)  # per run of the label stage: a longer one stops (exit 75)
     checkpoint_every: int = checked(1, ge=1)
+    # true: the loop stops after select (status awaiting_labels) and writes iter_NNN/label.yaml for
+    # `mlff slurm label` (array jobs) into iter_NNN/labels_in.h5; --resume imports them
+    external: bool = False
+    shards: int = checked(1, ge=1)  # array tasks of the label.yaml written for external labelling
 
 
 @dataclass

@@ -98,12 +98,48 @@ def _select(ctx: dict, state: IterationState) -> dict:
     return {"status": "done", "slope": slope, "budget": budget, **{k: v for k, v in picked.items()}}
 
 
+def _external(ctx: dict, state: IterationState, structures: list) -> dict | None:
+    """External labels (array jobs): None once ``labels_in.h5`` covers every selected geometry (then they are
+    imported into the run's labels); else the stage waits, with ``label.yaml`` written for ``mlff slurm label``."""
+    import yaml
+
+    from mlff.data.queue import import_labels
+    from mlff.data.records import geometry_hash
+    from mlff.data.store import Dataset
+
+    config, inbox = ctx["config"], state.dir / "labels_in.h5"
+    done = set()
+    if inbox.is_file():
+        ds = Dataset(inbox)
+        done = set(ds.column("geometry_hash")) | set(ds.column("geometry_hash", "failures"))
+    missing = sum(geometry_hash(s) not in done for s in structures)
+    if missing:
+        job = {"pool": str((state.dir / "selected.h5").resolve()), "out": str(inbox.resolve()),
+               "labeler": dict(config.label.oracle), "shards": config.label.shards,
+               "checkpoint_every": config.label.checkpoint_every, "run_dir": str((state.dir / "label-run").resolve())}
+        path = state.dir / "label.yaml"
+        path.write_text(yaml.safe_dump(job, sort_keys=False))
+        return {"status": "awaiting_labels", "missing": missing, "label_config": str(path)}
+    labels = Dataset(ctx["labels"]) if ctx["labels"].is_file() else Dataset.create(ctx["labels"])
+    ds = Dataset(inbox)
+    with labels.writer_lock():
+        import_labels(labels, ds.read())
+        known = set(labels.column("geometry_hash", "failures"))
+        failures = [f for f in ds.read(table="failures") if geometry_hash(f) not in known]
+        labels.append(failures, table="failures", where=f"failures of {inbox}", require=())
+    return None
+
+
 def _label(ctx: dict, state: IterationState) -> dict:
     from mlff.data.label import label
     from mlff.data.store import Dataset
 
     config, iteration = ctx["config"], state.data["iteration"]
     structures = Dataset(state.dir / "selected.h5").read()
+    if config.label.external:
+        waiting = _external(ctx, state, structures)
+        if waiting is not None:
+            return waiting
     summary = label(structures, ctx["labeler"], ctx["labels"], checkpoint_every=config.label.checkpoint_every,
                     progress=config.progress, time_limit_s=config.label.time_limit_s,
                     description="mlff learn: labels of the oracle")
@@ -242,7 +278,7 @@ def _initial_potential(config: LearnConfig, out: Path) -> dict:
 
 
 def _iteration(ctx: dict, state: IterationState, flag) -> str:
-    """Run the stages of one iteration not yet done; "done" or "interrupted"."""
+    """Run the stages of one iteration not yet done; "done", "interrupted" or "awaiting_labels"."""
     if not state.path.is_file():
         state.save()  # the iteration has begun (with which committee)
     for stage in STAGES:
@@ -251,8 +287,9 @@ def _iteration(ctx: dict, state: IterationState, flag) -> str:
         began = time.perf_counter()
         summary = _RUN[stage](ctx, state)
         summary["wall_s"] = round(time.perf_counter() - began, 3)
-        if summary.get("status") == "interrupted":
-            return "interrupted"
+        if summary.get("status") in ("interrupted", "awaiting_labels"):
+            ctx["waiting"] = summary
+            return summary["status"]
         _kill_hook(state.data["iteration"], stage)
         state.mark(stage, summary)
         if flag.received:
@@ -297,7 +334,12 @@ def _run(config: LearnConfig, out: Path) -> dict:
         potential, iteration = initial["potential"], 0
         while True:
             state = IterationState(out, iteration, potential)
-            if _iteration(ctx, state, flag) == "interrupted":
+            status = _iteration(ctx, state, flag)
+            if status == "awaiting_labels":
+                waiting = ctx["waiting"]
+                return _finish(out, status, iteration=iteration, stage="label", missing=waiting["missing"],
+                               label_config=waiting["label_config"], labels_spent=labels_spent(ctx["labels"]))
+            if status == "interrupted":
                 return _finish(out, "interrupted", iteration=iteration,
                                stage=next(s for s in STAGES if not state.done(s)) if len(state.data["done"]) < len(STAGES)
                                else "between iterations", labels_spent=labels_spent(ctx["labels"]))

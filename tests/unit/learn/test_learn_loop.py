@@ -126,3 +126,30 @@ def test_kill_9_in_every_stage_then_resume_equals_the_uninterrupted_run(referenc
     for x, y in zip(a, b):
         assert np.allclose(x.positions, y.positions, atol=1e-8)
         assert x.get_potential_energy() == pytest.approx(y.get_potential_energy(), abs=1e-6)
+
+
+def test_external_labels_for_array_jobs_then_resume(reference, xtb_sets, tmp_path, capsys):
+    """label.external: the loop stops after select with a label.yaml that `mlff slurm label` takes (array
+    shards); once the labels are in labels_in.h5, --resume imports them and goes on."""
+    from mlff.cli import main
+    from mlff.data.label import label
+    from mlff.data.labelers import XTBLabeler
+
+    ref_out, _ = reference
+    config = learn_dict(tmp_path / "ext", xtb_sets, initial={"potential": str(ref_out / "initial" / "train" / "potential")},
+                        label__external=True, label__shards=2, stop__max_iterations=1, stop__total_labels=3)
+    config["label"]["oracle"] = {"backend": "xtb"}
+    summary = run_learning(config)
+    assert summary["status"] == "awaiting_labels" and summary["missing"] == 3 and summary["labels_spent"] == 0
+    job = yaml.safe_load(open(summary["label_config"]))
+    assert main(["slurm", "label", summary["label_config"], "--dry-run"]) == 0
+    assert "#SBATCH --array=0-1" in capsys.readouterr().out
+    assert run_learning(config, resume=True)["status"] == "awaiting_labels"  # nothing labelled yet: still waiting
+    label(Dataset(job["pool"]).read(), XTBLabeler(), job["out"], progress=False)  # what the array jobs do
+    summary = run_learning(config, resume=True)
+    assert summary["status"] == "finished" and summary["labels_spent"] == 3
+    labels = Dataset(tmp_path / "ext" / "labels.h5")
+    assert len(labels) == 3 and all(i["learn_iteration"] == 0 for i in labels.infos())
+    # the same committee and seeds as the reference's first iteration: the same frames were chosen
+    assert _state(tmp_path / "ext", 0)["select"]["chosen"] == _state(ref_out, 0)["select"]["chosen"]
+    assert _state(tmp_path / "ext", 0)["done"] == list(STAGES)
