@@ -8,7 +8,8 @@ its checkpoints, select / calibrate / report are recomputed from their (unchange
 
 SIGTERM / SIGUSR1 (a scheduler's stop), or a label stage that hits ``label.time_limit_s``, end the run with
 status "interrupted" (the CLI exits 75: requeue and ``--resume``). For tests, ``MLFF_LEARN_KILL_AFTER=ITER:STAGE``
-makes the process SIGKILL itself once that stage's outputs are written, before the stage is marked done.
+makes the process SIGKILL itself once that stage's outputs are written, before the stage is marked done
+(``ITER:STAGE:TERM``: SIGTERM, which ends the run "interrupted" once the stage is marked).
 """
 
 from __future__ import annotations
@@ -58,8 +59,12 @@ def _load(ctx: dict, path: str):
 
 
 def _kill_hook(iteration: int, stage: str) -> None:
-    if os.environ.get("MLFF_LEARN_KILL_AFTER") == f"{iteration}:{stage}":
+    """Tests: ``MLFF_LEARN_KILL_AFTER=ITER:STAGE`` sends SIGKILL (``ITER:STAGE:TERM``: SIGTERM) to this process."""
+    want = os.environ.get("MLFF_LEARN_KILL_AFTER", "")
+    if want == f"{iteration}:{stage}":
         os.kill(os.getpid(), signal.SIGKILL)
+    if want == f"{iteration}:{stage}:TERM":
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 # -- stages -------------------------------------------------------------------------------------------------

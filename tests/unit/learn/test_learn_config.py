@@ -60,3 +60,28 @@ def test_resume_refuses_a_changed_config_and_a_second_run(tmp_path):
     _check_run(tmp_path, learn_config(learn_dict(tmp_path, SETS, stop__total_labels=9)), resume=True)  # allowed
     with pytest.raises(MLFFError, match="nothing to resume"):
         _check_run(tmp_path / "other", config, resume=True)
+
+
+@pytest.mark.parametrize("name", ["fdh_learn_xtb.yaml", "fdh_learn_dft.yaml"])
+def test_the_shipped_workflow_configs_load(name, monkeypatch):
+    from conftest import REPO
+
+    from mlff.learn import load_learn_config
+
+    monkeypatch.chdir(REPO)  # their paths are relative to the repository root
+    config = load_learn_config(REPO / "workflows" / name)
+    assert config.explore.md is not None and config.explore.umbrella is not None
+    assert config.test.tag == "holdout-scan" and config.stop.barrier_tol_kcal_mol == 0.5
+
+
+def test_replay_at_another_level_than_the_oracle_is_refused_before_any_label(tmp_path):
+    from conftest import REPO
+
+    from mlff.learn.loop import _preflight
+
+    config = learn_config(learn_dict(tmp_path, SETS, retrain={"train": {}, "replay": str(REPO / "data" / "fdh-cluster" / "fdh_small.h5")},
+                                     test={"path": None}))
+    with pytest.raises(MLFFError, match="another level of theory.*second head is not implemented"):
+        _preflight(config)
+    with pytest.raises(MLFFError, match="test.path: no dataset at"):
+        _preflight(learn_config(learn_dict(tmp_path, SETS)))

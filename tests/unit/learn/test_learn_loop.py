@@ -153,3 +153,41 @@ def test_external_labels_for_array_jobs_then_resume(reference, xtb_sets, tmp_pat
     # the same committee and seeds as the reference's first iteration: the same frames were chosen
     assert _state(tmp_path / "ext", 0)["select"]["chosen"] == _state(ref_out, 0)["select"]["chosen"]
     assert _state(tmp_path / "ext", 0)["done"] == list(STAGES)
+
+
+def test_sigterm_between_stages_ends_resumable_with_exit_75(reference, xtb_sets, tmp_path):
+    ref_out, _ = reference
+    out = tmp_path / "term"
+    config = tmp_path / "learn.yaml"
+    initial = {"potential": str(ref_out / "initial" / "train" / "potential")}
+    config.write_text(yaml.safe_dump(learn_dict(out, xtb_sets, initial=initial)))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MLFF_LEARN_KILL_AFTER": "0:explore:TERM"}
+    done = subprocess.run([sys.executable, "-m", "mlff.cli", "learn", str(config)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 75, done.stderr[-2000:]
+    assert "interrupted in iteration 0 (select)" in done.stderr and "--resume" in done.stderr
+    assert _state(out, 0)["done"] == ["explore"]  # the stage it was in was finished and marked
+    assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
+
+
+def test_umbrella_windows_along_xi_explore_and_give_a_profile(reference, xtb_sets, tmp_path):
+    """explore.umbrella: windows along xi (one batch) are the candidates; the report holds the profile of the
+    run (or the reason the analysis failed), for the barrier stop criterion."""
+    ref_out, _ = reference
+    umbrella = {"centers_A": {"start": -1.4, "stop": -0.8, "count": 4}, "spring_eV_per_A2": 5.0,
+                "starts": "structure", "equilibration_steps": 0, "production_steps": 40, "colvar_every": 2,
+                "md": {"trajectory_every": 10, "dtype": "float64", "temperature_K": 300.0}}
+    config = learn_dict(tmp_path / "umb", xtb_sets, initial={"potential": str(ref_out / "initial" / "train" / "potential")},
+                        explore={"umbrella": umbrella}, stop__max_iterations=1, stop__total_labels=3,
+                        fes={"bins": 5, "n_bootstraps": 0, "equilibration": "none", "subsample": False,
+                             "min_samples_per_window": 2, "plots": False})
+    summary = run_learning(config)
+    assert summary["status"] == "finished" and summary["labels_spent"] == 3
+    state = _state(tmp_path / "umb", 0)
+    assert state["explore"]["runs"] == {"umbrella": "finished"} and state["select"]["candidates"] == 4 * 4
+    sources = {i["source"].split(" step")[0] for i in Dataset(tmp_path / "umb" / "iter_000" / "candidates.h5").infos()}
+    assert len(sources) == 4  # one trajectory group per window
+    profile = state["report"]["profile"]
+    assert profile is not None
+    if "error" not in profile:
+        assert np.isfinite(profile["barrier_kcal_mol"]) and len(profile["xi_A"]) == 5
