@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -289,6 +290,8 @@ def _iteration(ctx: dict, state: IterationState, flag) -> str:
     for stage in STAGES:
         if state.done(stage):
             continue
+        if ctx["config"].progress:
+            print(f"mlff learn: iteration {state.data['iteration']}: {stage}", file=sys.stderr, flush=True)
         began = time.perf_counter()
         summary = _RUN[stage](ctx, state)
         summary["wall_s"] = round(time.perf_counter() - began, 3)

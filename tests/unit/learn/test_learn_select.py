@@ -81,3 +81,35 @@ def test_stop_criteria():
     assert "barrier converged" in stop_reason(c, _report(2, barrier=15.2), _report(1, barrier=15.6))
     assert stop_reason(c, _report(2, barrier=15.2), _report(1, barrier=16.0)) is None
     assert stop_reason(c, _report(2, barrier=15.2), _report(1)) is None  # no profile before
+
+
+def test_the_replay_draw_is_seeded_in_the_training_split_and_never_holds_test_geometries(tmp_path):
+    from conftest import learn_dict
+    from ase.build import molecule
+
+    from mlff.data import Dataset, make_record
+    from mlff.learn.config import learn_config
+    from mlff.learn.retrain import SPLIT_KEY, replay_set
+
+    records = []
+    for k in range(12):
+        atoms = molecule("H2O")
+        atoms.positions[1, 0] += 0.01 * k
+        records.append(make_record(atoms, energy=-float(k), forces=np.zeros((3, 3)), tags=["holdout-scan"] if k == 11 else []))
+    Dataset.create(tmp_path / "replay.h5").append(records)
+    Dataset.create(tmp_path / "test.h5").append(records[:4])  # untagged test geometries, also in the replay source
+    sets = {"seed": "seed.h5", "test": str(tmp_path / "test.h5")}
+    config = learn_config(learn_dict(tmp_path / "run", sets, retrain={"train": {}, "replay": str(tmp_path / "replay.h5"),
+                                                                      "replay_records": 50}))
+    (tmp_path / "run").mkdir()
+    path = replay_set(config, tmp_path / "run")
+    drawn = Dataset(path)
+    energies = sorted(drawn.column("energy"))
+    assert energies == [-10.0, -9.0, -8.0, -7.0, -6.0, -5.0, -4.0]  # not the 4 test geometries, not the held-out one
+    assert all(info[SPLIT_KEY] == "train" for info in drawn.infos())
+    few = learn_config(learn_dict(tmp_path / "run2", sets, retrain={"train": {}, "replay": str(tmp_path / "replay.h5"),
+                                                                    "replay_records": 3}))
+    (tmp_path / "run2").mkdir()
+    (tmp_path / "run3").mkdir()
+    first, again = replay_set(few, tmp_path / "run2"), replay_set(few, tmp_path / "run3")
+    assert len(Dataset(first)) == 3 and list(Dataset(first).column("energy")) == list(Dataset(again).column("energy"))
