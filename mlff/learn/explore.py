@@ -55,19 +55,25 @@ def _umbrella(config: LearnConfig, potential: str, run_dir: Path, iteration: int
     return run_umbrella(umbrella, resume=resume, show_progress=progress)["status"]
 
 
-def trajectory_frames(path: Path, structure, skip: int, source: str) -> list:
+def trajectory_frames(path: Path, structure, skip: int, source: str) -> tuple[list, int]:
     """Every frame of every system of the H5MD file ``path`` (after the first ``skip`` of each) as a copy of
-    ``structure`` (its info: charge, xi_atoms, fixed) at the frame's positions, with ``xi`` and ``source``."""
+    ``structure`` (its info: charge, xi_atoms, fixed) at the frame's positions, with ``xi`` and ``source``;
+    and how many frames were left out as unphysical (overlapping atoms, non-finite positions: a committee
+    far outside its data makes them, and no labeller should be paid for them)."""
     import h5py
 
     from mlff.data.cluster import reaction_coordinate
+    from mlff.geometry import geometry_problem
     from mlff.md.h5md import read_h5md
 
     with h5py.File(path, "r", locking=False) as f:
         groups = sorted(f["particles"])
-    frames = []
+    frames, rejected = [], 0
     for group in groups:
         for frame in read_h5md(path, ":", group=group)[skip:]:
+            if geometry_problem(frame.positions, structure.cell.array, structure.pbc) is not None:
+                rejected += 1
+                continue
             atoms = structure.copy()
             atoms.calc = None
             atoms.positions = frame.positions
@@ -76,7 +82,7 @@ def trajectory_frames(path: Path, structure, skip: int, source: str) -> list:
             if "xi_atoms" in atoms.info:
                 atoms.info["xi"] = reaction_coordinate(atoms)
             frames.append(atoms)
-    return frames
+    return frames, rejected
 
 
 def explore(config: LearnConfig, potential: str, it_dir: Path, iteration: int) -> dict:
@@ -85,7 +91,7 @@ def explore(config: LearnConfig, potential: str, it_dir: Path, iteration: int) -
     from mlff.md.config import read_structure
 
     structure = read_structure(config.structure)
-    frames, runs = [], {}
+    frames, runs, rejected = [], {}, 0
     for kind, run in (("md", _md), ("umbrella", _umbrella)):
         if getattr(config.explore, kind) is None:
             continue
@@ -97,8 +103,9 @@ def explore(config: LearnConfig, potential: str, it_dir: Path, iteration: int) -
         trajectory = run_dir / "trajectory.h5"
         if not trajectory.is_file():
             raise MLFFError(f"explore.{kind}: {run_dir} wrote no trajectory; set trajectory_every > 0")
-        frames += trajectory_frames(trajectory, structure, config.explore.skip_frames, f"learn iter {iteration} {kind}")
+        found, bad = trajectory_frames(trajectory, structure, config.explore.skip_frames, f"learn iter {iteration} {kind}")
+        frames, rejected = frames + found, rejected + bad
     for atoms in frames:
         atoms.info["learn_iteration"] = iteration
     write_dataset(it_dir / "candidates.h5", frames, description=f"mlff learn iteration {iteration}: candidates")
-    return {"status": "done", "runs": runs, "candidates": len(frames)}
+    return {"status": "done", "runs": runs, "candidates": len(frames), "rejected_unphysical": rejected}

@@ -190,6 +190,7 @@ def _report(ctx: dict, state: IterationState) -> dict:
     report = {"iteration": state.data["iteration"], "potential": potential, "potential_explored": state.potential,
               "labels_spent": labels_spent(ctx["labels"]), "labelled_this_iteration": state.get("label")["labelled"],
               "failed_this_iteration": state.get("label")["failed"], "candidates": select["candidates"],
+              "rejected_unphysical": state.get("explore").get("rejected_unphysical", 0),
               "uncertain": select["uncertain"], "in_window": select["in_window"],
               "above_window": select["above_window"], "per_bin": select["per_bin"],
               "calibration": {k: v for k, v in state.get("calibrate").items() if k != "status"},

@@ -113,3 +113,24 @@ def test_the_replay_draw_is_seeded_in_the_training_split_and_never_holds_test_ge
     (tmp_path / "run3").mkdir()
     first, again = replay_set(few, tmp_path / "run2"), replay_set(few, tmp_path / "run3")
     assert len(Dataset(first)) == 3 and list(Dataset(first).column("energy")) == list(Dataset(again).column("energy"))
+
+
+def test_unphysical_trajectory_frames_are_not_candidates(tmp_path):
+    from mlff.learn.explore import trajectory_frames
+    from mlff.md.config import read_structure
+    from mlff.md.h5md import H5MDWriter
+
+    structure = read_structure("fdh-cluster:small:reactant")
+    good = structure.positions
+    bad = good.copy()
+    bad[37] = bad[36] + [0.1, 0.0, 0.0]  # two atoms 0.1 Å apart: what a committee far off its data makes
+    with H5MDWriter(tmp_path / "t.h5", structure.numbers, structure.get_masses(), structure.pbc,
+                    groups={"system_0000": slice(0, len(structure))}) as writer:
+        for step, positions in enumerate([good, good + 0.01, bad, good - 0.01]):
+            writer.write(step * 10, step * 5.0, positions, velocities=np.zeros_like(positions),
+                         forces=np.zeros_like(positions))
+    frames, rejected = trajectory_frames(tmp_path / "t.h5", structure, 1, "test")
+    assert rejected == 1 and len(frames) == 2
+    assert [f.info["source"] for f in frames] == ["test system_0000 step 10", "test system_0000 step 30"]
+    assert frames[0].info["charge"] == structure.info["charge"] and "xi" in frames[0].info
+    assert np.allclose(frames[1].positions, good - 0.01)
