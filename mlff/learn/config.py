@@ -46,6 +46,8 @@ class SelectConfig:
     per_iteration: int = checked(10, ge=1)  # label budget of one iteration
     descriptor: str = checked("mean", choices=("mean", "xi_atoms"))  # MACE features averaged, or of the xi atoms
     valid_every: int = checked(0, ge=0)  # every n-th selected frame goes to the validation split (0: none)
+    # too few frames in the window: fill the budget from above it, least uncertain first (same per-bin cap)
+    fill_from_above: bool = False
 
 
 @dataclass

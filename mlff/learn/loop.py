@@ -88,7 +88,7 @@ def _select(ctx: dict, state: IterationState) -> dict:
     xi = np.array([float(a.info.get("xi", np.nan)) for a in candidates])
     picked = select_frames(slope * raw, xi, scores.descriptors if scores is not None else np.zeros((0, 0)),
                            window=tuple(c.trust_window_eV_A), xi_bin_A=c.xi_bin_A, max_per_bin=c.max_per_bin,
-                           budget=budget, labelled=labelled)
+                           budget=budget, labelled=labelled, fill_from_above=c.fill_from_above)
     selected = []
     for j, k in enumerate(picked["chosen"]):
         atoms = candidates[k]

@@ -87,11 +87,14 @@ def xi_bins(xi: np.ndarray, width_A: float) -> np.ndarray:
 
 
 def select_frames(spread: np.ndarray, xi: np.ndarray, descriptors: np.ndarray, *, window: tuple[float, float],
-                  xi_bin_A: float, max_per_bin: int, budget: int, labelled: np.ndarray | None = None) -> dict:
+                  xi_bin_A: float, max_per_bin: int, budget: int, labelled: np.ndarray | None = None,
+                  fill_from_above: bool = False) -> dict:
     """Indices of the frames to label (in the order picked) and the counts behind them.
 
     ``spread`` [F] calibrated (eV/Å); ``xi`` [F] (NaN: none); ``descriptors`` [F, D]; ``labelled`` [L, D]:
-    descriptors of the frames labelled before (distances are measured from them too)."""
+    descriptors of the frames labelled before (distances are measured from them too). ``fill_from_above``:
+    when the window holds too few frames, the rest of the budget goes to frames above it, least uncertain
+    first, under the same per-bin cap (an early committee may put every frame above ``hi``)."""
     lo, hi = window
     spread, xi = np.asarray(spread, np.float64), np.asarray(xi, np.float64)
     uncertain = spread >= lo
@@ -115,7 +118,16 @@ def select_frames(spread: np.ndarray, xi: np.ndarray, descriptors: np.ndarray, *
         open_[pick] = False
         if counts[int(bins[pick])] >= max_per_bin:
             open_ &= bins != bins[pick]
-    return {"chosen": chosen, "candidates": int(len(spread)), "uncertain": int(uncertain.sum()),
+    filled = []
+    if fill_from_above:
+        for k in np.argsort(spread, kind="stable"):
+            if len(chosen) + len(filled) >= budget:
+                break
+            if spread[k] > hi and counts.get(int(bins[k]), 0) < max_per_bin:
+                filled.append(int(k))
+                counts[int(bins[k])] = counts.get(int(bins[k]), 0) + 1
+    return {"chosen": chosen + filled, "from_above_window": filled, "candidates": int(len(spread)),
+            "uncertain": int(uncertain.sum()),
             "in_window": int(eligible.sum()), "above_window": int((spread > hi).sum()),
             "below_window": int((spread < lo).sum()),
             "per_bin": {(f"{b * xi_bin_A:+.3f}" if b != -10**9 else "no xi"): c for b, c in sorted(counts.items())}}

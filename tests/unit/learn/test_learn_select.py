@@ -134,3 +134,12 @@ def test_unphysical_trajectory_frames_are_not_candidates(tmp_path):
     assert [f.info["source"] for f in frames] == ["test system_0000 step 10", "test system_0000 step 30"]
     assert frames[0].info["charge"] == structure.info["charge"] and "xi" in frames[0].info
     assert np.allclose(frames[1].positions, good - 0.01)
+
+
+def test_fill_from_above_the_window_takes_the_least_uncertain_under_the_cap():
+    spread = [0.9, 0.6, 2.0, 0.7, 0.3]
+    xi = [0.05, 0.05, 0.25, 0.05, 0.45]  # bins 0, 0, 1, 0, 2
+    x = np.arange(5.0)[:, None]
+    assert _select(spread, xi, x)["chosen"] == [4]  # only frame 4 lies in [0.1, 0.5]
+    out = _select(spread, xi, x, max_per_bin=2, budget=4, fill_from_above=True)
+    assert out["chosen"] == [4, 1, 3, 2] and out["from_above_window"] == [1, 3, 2]  # 0.6, 0.7 (bin 0 full), 2.0
