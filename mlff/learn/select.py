@@ -103,7 +103,7 @@ def select_frames(spread: np.ndarray, xi: np.ndarray, descriptors: np.ndarray, *
     chosen: list[int] = []
     counts: dict[int, int] = {}
     distance = np.full(len(spread), math.inf)
-    if labelled is not None and len(labelled):
+    if labelled is not None and len(labelled) and len(spread):
         for row in labelled:
             distance = np.minimum(distance, np.linalg.norm(descriptors - row, axis=1))
     open_ = eligible.copy()

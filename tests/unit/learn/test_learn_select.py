@@ -35,6 +35,8 @@ def test_per_bin_cap_and_budget():
     assert out["per_bin"] == {"+0.000": 3, "+0.200": 3}
     assert len(_select(np.full(20, 0.3), xi, rng.normal(size=(20, 4)), max_per_bin=3, budget=4)["chosen"]) == 4
     assert _select(np.full(20, 0.3), xi, rng.normal(size=(20, 4)), budget=0)["chosen"] == []
+    empty = _select(np.zeros(0), np.zeros(0), np.zeros((0, 0)), labelled=rng.normal(size=(3, 4)))  # no candidates
+    assert empty["chosen"] == [] and empty["candidates"] == 0
 
 
 def test_farthest_points_in_descriptor_space_and_from_the_labelled_frames():
