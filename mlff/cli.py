@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mlff.fes.cli import add_fes_command
 
     add_fes_command(commands)
+    from mlff.learn.cli import add_learn_command
+
+    add_learn_command(commands)
     from mlff.hpc.cli import add_slurm_commands
 
     add_slurm_commands(commands)

@@ -73,6 +73,7 @@ def add_slurm_commands(commands) -> None:
     _kind_parser(sub, "label", "label a pool in array shards, merged by one dependent job")
     _kind_parser(sub, "umbrella", "umbrella windows / metaD (mlff umbrella) that requeue themselves until done")
     _kind_parser(sub, "chain", "stages (label, train, md, ...) submitted as one afterok graph")
+    _kind_parser(sub, "learn", "the active-learning loop (mlff learn) as one job that requeues itself until it stops")
     from mlff.hpc.kinds import PLANNED
 
     for kind, command in PLANNED.items():

@@ -4,7 +4,7 @@ submission, with the same message) and says where its run lives, what marks a re
 ``mlff slurm status`` reads for progress.
 
 Adding a kind whose command resumes with ``--resume`` from a checkpoint in its ``out`` directory (``mlff
-learn``) is one entry, like ``"umbrella": single_job("umbrella", load_umbrella_config,
+learn`` was added so) is one entry, like ``"umbrella": single_job("umbrella", load_umbrella_config,
 "checkpoint.pt")`` in ``KINDS`` (and its name out of ``PLANNED``).
 """
 
@@ -69,6 +69,12 @@ def _load_umbrella(path):
     from mlff.bias.umbrella import load_umbrella_config
 
     return load_umbrella_config(path)
+
+
+def _load_learn(path):
+    from mlff.learn.config import load_learn_config
+
+    return load_learn_config(path)
 
 
 def _plan_train(config: str, profile: SiteProfile, options: Options) -> Plan:
@@ -188,8 +194,10 @@ KINDS: dict[str, Callable] = {
     "train": _plan_train,
     "label": _plan_label,
     "chain": _plan_chain,
+    # the whole loop as one job that requeues itself (exit 75) until a stop criterion; its labels run inside it
+    "learn": single_job("learn", _load_learn, "learn.json"),
 }
-PLANNED = {"learn": "mlff learn"}  # kinds whose commands are not in mlff yet
+PLANNED: dict[str, str] = {}  # kinds whose commands are not in mlff yet
 
 
 def plan(kind: str, config: str, profile: SiteProfile, options: Options | None = None) -> Plan:

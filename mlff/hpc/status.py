@@ -113,6 +113,24 @@ def _count(path: str) -> int | None:
         return None
 
 
+def _learn_progress(out: Path) -> str:
+    """"iteration 2: label done; 30 labels" from the learning run's records."""
+    summary, states = out / "summary.json", sorted(out.glob("iter_*/state.json"))
+    try:
+        if summary.is_file() and json.loads(summary.read_text()).get("status") == "finished":
+            s = json.loads(summary.read_text())
+            return f"finished after {s['iterations']} iteration(s): {s['reason']}"
+        if not states:
+            return "initial committee"
+        state = json.loads(states[-1].read_text())
+    except (OSError, ValueError, KeyError):
+        return ""
+    done = state.get("done", [])
+    spent = (state.get("label") or {}).get("labels_spent")
+    return (f"iteration {state.get('iteration', '?')}: {done[-1] + ' done' if done else 'exploring'}"
+            + (f"; {spent} labels" if spent is not None else ""))
+
+
 def progress(job: dict, task: int | None) -> str:
     """The run's progress as one short phrase, from its own files."""
     p, kind = job.get("progress", {}), job["kind"]
@@ -128,6 +146,8 @@ def progress(job: dict, task: int | None) -> str:
             parts.append(f"{int(float(row['epoch'])) if row else 0}/{p.get('max_epochs', '?')}")
         done = " (potential written)" if (out / "potential").is_dir() and task is None else ""
         return "epochs " + ", ".join(parts) + done
+    if kind == "learn":
+        return _learn_progress(Path(p["out"]))
     if kind in ("label", "merge"):
         datasets, totals = p.get("datasets", []), p.get("totals", [])
         k = task if task is not None else 0

@@ -10,7 +10,7 @@ from mlff.errors import MLFFError
 from mlff.models.config import ModelConfig, config_from_mace, mace_kwargs, model_config
 from mlff.models.graph import Graph
 
-__all__ = ["Potential"]
+__all__ = ["Potential", "node_descriptors"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -190,6 +190,32 @@ class Potential(torch.nn.Module):
         if not training:
             out = {k: v.detach() for k, v in out.items()}
         return out
+
+
+def _invariant_columns(member) -> torch.Tensor:
+    """Indices of the scalar (0e) channels in a mace-torch model's ``node_feats`` (all layers concatenated)."""
+    from e3nn import o3
+
+    columns, start = [], 0
+    for product in member.products:
+        irreps = o3.Irreps(product.linear.irreps_out)
+        for (mul, ir), part in zip(irreps, irreps.slices()):
+            if ir == o3.Irrep("0e"):
+                columns.append(torch.arange(start + part.start, start + part.stop))
+        start += irreps.dim
+    return torch.cat(columns)
+
+
+@torch.no_grad()
+def node_descriptors(potential: Potential, graph: Graph, member: int = 0) -> torch.Tensor:
+    """[N, F] rotation-invariant MACE node features of one committee member: the scalar (0e) channels of every
+    interaction layer's output (mace-torch's ``node_feats``), e.g. for farthest-point selection."""
+    graph = graph.to(potential.device, potential.dtype)
+    model = potential.members[member]
+    data = potential._mace_input(graph, graph.positions, graph.cell)
+    with torch.enable_grad():  # mace's forward asks for position gradients even without forces
+        out = model(dict(data), training=False, compute_force=False)
+    return out["node_feats"].detach()[:, _invariant_columns(model).to(graph.positions.device)]
 
 
 def _to_e3nn(module):

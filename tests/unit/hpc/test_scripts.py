@@ -158,8 +158,6 @@ def test_dry_run_prints_and_unknown_kinds_are_named(tmp_path, monkeypatch, capsy
     assert main(["slurm", "md", "md.yaml", "--dry-run", "--time", "30", "--partition", "cpu"]) == 0
     text = capsys.readouterr().out
     assert "#SBATCH --partition=cpu" in text and "#SBATCH --time=30" in text and not (tmp_path / "out").exists()
-    assert main(["slurm", "learn", "md.yaml"]) == 2
-    assert "`mlff learn` is not part of this version" in capsys.readouterr().err
     assert main(["slurm", "md", "md.yaml", "--set", "partitions=x"]) == 2
     assert "unknown key 'partitions'" in capsys.readouterr().err
     assert main(["slurm", "md", "md.yaml"]) == 0  # writes the script, submits nothing

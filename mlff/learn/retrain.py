@@ -1,0 +1,83 @@
+"""Retrain: fine-tune the committee on every label so far (plus the replay set), member k from member k of the
+previous iteration, each on its own bootstrap resample (``mlff.train``: resumable after a kill by itself).
+
+Splits come from each record's ``learn_split`` ("train"/"valid", set at selection); the fixed test set is
+never among the training data. The replay set (e.g. xTB labels, to keep the short-range repulsion) is a
+seeded draw of ``replay_records`` records written once to ``OUT/replay.h5``, trained in the same head.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mlff.learn.config import LearnConfig
+from mlff.learn.state import write_dataset
+
+__all__ = ["retrain", "train_initial", "replay_set", "SPLIT_KEY"]
+
+SPLIT_KEY = "learn_split"
+
+
+def replay_set(config: LearnConfig, out: Path) -> Path | None:
+    """``OUT/replay.h5``: the replay records (a seeded draw, never a held-out-scan or test-set geometry), all in
+    the training split; None without replay."""
+    if config.retrain.replay is None:
+        return None
+    path = out / "replay.h5"
+    if path.is_file():
+        return path
+    from mlff.data.store import Dataset
+
+    source = Dataset(config.retrain.replay)
+    infos, hashes = source.infos(), source.column("geometry_hash")
+    test = set()
+    if config.test.path is not None:  # never train on the test set, whatever its tag
+        test = set(Dataset(config.test.path).column("geometry_hash"))
+    usable = np.array([k for k, info in enumerate(infos) if "holdout-scan" not in info.get("tags", [])
+                       and hashes[k] not in test], np.int64)
+    rng = np.random.default_rng(config.seed)
+    take = np.sort(rng.choice(usable, size=min(config.retrain.replay_records, len(usable)), replace=False))
+    records = source.read(take)
+    for atoms in records:
+        atoms.info[SPLIT_KEY] = "train"
+        atoms.info["replayed_from"] = str(config.retrain.replay)
+    write_dataset(path, records, description=f"replay draw from {config.retrain.replay}", require=("energy", "forces"))
+    return path
+
+
+def _run(train_config: dict) -> dict:
+    from mlff.train import train
+
+    run_dir = Path(train_config["out"])
+    result = train(train_config, resume=(run_dir / "config.json").is_file())
+    if result.status != "done":
+        return {"status": "interrupted", "run_dir": str(run_dir)}
+    potential = run_dir / train_config.get("name", "potential")
+    return {"status": "done", "run_dir": str(run_dir), "potential": str(potential)}
+
+
+def train_initial(config: LearnConfig, out: Path) -> dict:
+    """The initial committee from ``initial.train`` in ``OUT/initial/train`` (resumed if it was started)."""
+    spec = dict(config.initial.train)
+    spec.setdefault("device", config.device)
+    spec.setdefault("progress", config.progress)
+    spec.update(out=str(out / "initial" / "train"), name="potential")
+    return _run(spec)
+
+
+def retrain(config: LearnConfig, previous: str, labels: Path, replay: Path | None, it_dir: Path) -> dict:
+    """Fine-tune (or train from scratch) on every label so far into ``iter_NNN/train``."""
+    from mlff.learn.state import read_json
+    from mlff.models.store import resolve_potential_path
+
+    committee = read_json(resolve_potential_path(previous) / "potential.json")["committee_size"]
+    spec = {"device": config.device, "progress": config.progress, "committee": committee, **config.retrain.train}
+    data = {"paths": [str(labels)] + ([str(replay)] if replay is not None else []), "split_key": SPLIT_KEY,
+            "regions": []}
+    spec.update(data=data, out=str(it_dir / "train"), name="potential")
+    if not config.retrain.from_scratch:
+        spec["init_from"] = str(previous)
+        spec.pop("model", None)
+    return _run(spec)

@@ -1,0 +1,87 @@
+"""Config errors are one line naming the bad key and what is expected (checked before anything runs)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import learn_dict
+
+from mlff.errors import MLFFError
+from mlff.learn.config import learn_config
+
+SETS = {"seed": "seed.h5", "test": "test.h5"}
+
+
+def _error(tmp_path, **changes) -> str:
+    with pytest.raises(MLFFError) as info:
+        learn_config(learn_dict(tmp_path, SETS, **changes))
+    return str(info.value)
+
+
+def test_a_good_config_loads(tmp_path):
+    config = learn_config(learn_dict(tmp_path, SETS))
+    assert config.select.trust_window_eV_A == [0.0, 100.0] and config.stop.total_labels == 6
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"explorer": {}}, ["unknown key 'explorer'", "explore"]),
+    ({"select__trust_window": [0, 1]}, ["unknown key 'select.trust_window'", "trust_window_eV_A"]),
+    ({"select__trust_window_eV_A": [0.5, 0.1]}, ["trust_window_eV_A", "lo < hi"]),
+    ({"select__max_per_bin": 0}, ["select.max_per_bin = 0", ">= 1"]),
+    ({"select__descriptor": "pca"}, ["select.descriptor", "mean, xi_atoms"]),
+    ({"initial": {}}, ["initial", "exactly one"]),
+    ({"initial": {"potential": "x", "train": {}}}, ["initial", "exactly one"]),
+    ({"explore": {}}, ["explore", "md", "umbrella"]),
+    ({"explore": {"md": {"steps": 10, "out": "x"}}}, ["explore.md", "'out'", "set by the loop"]),
+    ({"explore": {"md": {"stepz": 10}}}, ["unknown key 'stepz'"]),
+    ({"retrain": {"train": {"init_from": "x"}}}, ["retrain.train", "'init_from'", "set by the loop"]),
+    ({"retrain": {"train": {"max_epoch": 2}}}, ["retrain.train", "unknown key 'max_epoch'"]),
+    ({"retrain": {"train": {}, "from_scratch": True}}, ["from_scratch", "retrain.train.model"]),
+    ({"label": {"oracle": {"backend": "gaussian"}}}, ["backend", "gaussian", "xtb"]),
+    ({"test__regions_A": {"ts": [0.3, -0.3]}}, ["test.regions_A.ts", "[lo, hi]"]),
+    ({"stop__total_labels": 0}, ["stop.total_labels = 0", ">= 1"]),
+])
+def test_config_errors_are_named(tmp_path, changes, words):
+    message = _error(tmp_path, **changes)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
+
+
+def test_resume_refuses_a_changed_config_and_a_second_run(tmp_path):
+    from mlff.learn.loop import _check_run
+
+    config = learn_config(learn_dict(tmp_path, SETS))
+    _check_run(tmp_path, config, resume=False)
+    with pytest.raises(MLFFError, match="already holds a learning run; pass --resume"):
+        _check_run(tmp_path, config, resume=False)
+    changed = learn_config(learn_dict(tmp_path, SETS, select__per_iteration=5))
+    with pytest.raises(MLFFError, match=r"config changed since the run started \(select\)"):
+        _check_run(tmp_path, changed, resume=True)
+    _check_run(tmp_path, learn_config(learn_dict(tmp_path, SETS, stop__total_labels=9)), resume=True)  # allowed
+    with pytest.raises(MLFFError, match="nothing to resume"):
+        _check_run(tmp_path / "other", config, resume=True)
+
+
+@pytest.mark.parametrize("name", ["fdh_learn_xtb.yaml", "fdh_learn_dft.yaml"])
+def test_the_shipped_workflow_configs_load(name, monkeypatch):
+    from conftest import REPO
+
+    from mlff.learn import load_learn_config
+
+    monkeypatch.chdir(REPO)  # their paths are relative to the repository root
+    config = load_learn_config(REPO / "workflows" / name)
+    assert config.explore.md is not None and config.explore.umbrella is not None
+    assert config.test.tag == "holdout-scan" and config.stop.barrier_tol_kcal_mol == 0.5
+
+
+def test_replay_at_another_level_than_the_oracle_is_refused_before_any_label(tmp_path):
+    from conftest import REPO
+
+    from mlff.learn.loop import _preflight
+
+    config = learn_config(learn_dict(tmp_path, SETS, retrain={"train": {}, "replay": str(REPO / "data" / "fdh-cluster" / "fdh_small.h5")},
+                                     test={"path": None}))
+    with pytest.raises(MLFFError, match="another level of theory.*second head is not implemented"):
+        _preflight(config)
+    with pytest.raises(MLFFError, match="test.path: no dataset at"):
+        _preflight(learn_config(learn_dict(tmp_path, SETS)))
