@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import learn_dict
+from learn_helpers import learn_dict
 
 from mlff.errors import MLFFError
 from mlff.learn.config import learn_config
@@ -64,7 +64,7 @@ def test_resume_refuses_a_changed_config_and_a_second_run(tmp_path):
 
 @pytest.mark.parametrize("name", ["fdh_learn_xtb.yaml", "fdh_learn_dft.yaml"])
 def test_the_shipped_workflow_configs_load(name, monkeypatch):
-    from conftest import REPO
+    from learn_helpers import REPO
 
     from mlff.learn import load_learn_config
 
@@ -75,7 +75,7 @@ def test_the_shipped_workflow_configs_load(name, monkeypatch):
 
 
 def test_replay_at_another_level_than_the_oracle_is_refused_before_any_label(tmp_path):
-    from conftest import REPO
+    from learn_helpers import REPO
 
     from mlff.learn.loop import _preflight
 

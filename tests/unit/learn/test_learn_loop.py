@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, learn_dict
+from learn_helpers import REPO, learn_dict
 
 from mlff.data import Dataset
 from mlff.learn import run_learning

@@ -86,7 +86,7 @@ def test_stop_criteria():
 
 
 def test_the_replay_draw_is_seeded_in_the_training_split_and_never_holds_test_geometries(tmp_path):
-    from conftest import learn_dict
+    from learn_helpers import learn_dict
     from ase.build import molecule
 
     from mlff.data import Dataset, make_record
