@@ -47,7 +47,7 @@ def _run(args) -> None:
           + (f"; {summary['message']}" if summary.get("message") else ""))
 
 
-def bond_events(frames, xi_atoms, fixed=()) -> dict:
+def bond_events(frames, xi_atoms) -> dict:
     """Bonds broken and formed over ``frames`` (ASE Atoms of one replica, the first is the reference)."""
     from ase.data import covalent_radii
 
@@ -89,7 +89,7 @@ def _analyse(args) -> None:
     for s in systems:
         frames = read_h5md(out / "trajectory.h5", ":", group=f"system_{int(s):04d}")
         info = frames[0].info
-        events = bond_events(frames, info.get("xi_atoms"), info.get("fixed", ()))
+        events = bond_events(frames, info.get("xi_atoms"))
         mine = series[s]
         spread = np.array([r.get("max_force_std", np.nan) for r in mine], float)
         replicas.append({
