@@ -78,7 +78,8 @@ def _plots(datasets: dict[str, Dataset], path: Path) -> None:
 
 
 def write_card(datasets: dict[str, str | Path], out_dir: str | Path, *, recipe: dict | None = None) -> Path:
-    """CARD.md, distributions.png and checksums.json for the named datasets, in ``out_dir``."""
+    """CARD.md, distributions.png and checksums.json for the named datasets, in ``out_dir``; a
+    ``dft_speed.md`` already there (the measured DFT speed options) becomes a section of the card."""
     out_dir = Path(out_dir)
     opened = {name: Dataset(path) for name, path in datasets.items()}
     stats = {name: dataset_statistics(ds) for name, ds in opened.items()}
@@ -103,6 +104,9 @@ def write_card(datasets: dict[str, str | Path], out_dir: str | Path, *, recipe: 
         lines += [f"- {name}: " + (level or "unlabelled geometries (no energies or forces yet)")]
     if recipe:
         lines += ["", "## Sampling recipe", "", "```json", json.dumps(recipe, indent=2), "```"]
+    speed = out_dir / "dft_speed.md"  # written by benchmarks/dft_speed.py report --card
+    if speed.exists():
+        lines += ["", speed.read_text().strip()]
     lines += ["", "## Distributions", "", "![xi, energy and force distributions](distributions.png)", "",
               "## Checksums", "", "sha256 of each file and of its records' content hashes: `checksums.json`.",
               "", f"Card written {provenance()['created_utc']}."]

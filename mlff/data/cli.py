@@ -53,7 +53,8 @@ def _labeler_spec(args) -> dict:
         if args.backend == "xtb":  # GFN2-xTB has no functional or basis
             return {"backend": "xtb", "solvent_eps": None if args.gas else args.eps, "forces": not args.energy_only}
         return {"backend": args.backend, "basis": args.basis, "functional": args.functional,
-                "solvent_eps": None if args.gas else args.eps, "forces": not args.energy_only}
+                "solvent_eps": None if args.gas else args.eps, "forces": not args.energy_only,
+                "scf_guess": args.scf_guess}
     from mlff.config import load_yaml
     from mlff.errors import MLFFError
 
@@ -202,6 +203,9 @@ def add_data_commands(commands) -> None:
     p.add_argument("--eps", type=float, default=4.0, help="continuum dielectric constant (default 4)")
     p.add_argument("--gas", action="store_true", help="gas phase instead of the continuum")
     p.add_argument("--energy-only", action="store_true", help="single points (e.g. def2-TZVP basis checks)")
+    p.add_argument("--scf-guess", choices=["minao", "nearest"], default="minao",
+                   help="DFT: start each SCF from PySCF's minao guess or from the density of the nearest geometry "
+                   "labelled in this run (MD frames; same converged answer, fewer cycles: benchmarks/dft_speed.py)")
     p.add_argument("--limit", type=int, help="only the first N structures of the pool")
     p.add_argument("--minutes", type=float, help="stop cleanly before this wall time (resumable chunks)")
     p.add_argument("--checkpoint-every", type=int, default=1)

@@ -24,6 +24,8 @@ from mlff.errors import MLFFError
 
 __all__ = ["PySCFLabeler"]
 
+_GUESSES = ("minao", "nearest")
+_KEPT_DENSITIES = 8  # scf_guess="nearest" remembers this many converged density matrices
 _DISPERSIONS = ("d3bj", "d3zero", "d3bjm", "d3zerom", "d3op", "d4")  # pyscf.scf.dispersion.DISP_VERSIONS
 
 
@@ -45,6 +47,20 @@ def _load_backend(device: str) -> SimpleNamespace:
         raise MLFFError(f"device='gpu' needs GPU4PySCF and CuPy: pip install 'mlff[dft-gpu]' ({err})") from None
     return SimpleNamespace(name="gpu4pyscf", version=f"{gpu4pyscf.__version__} (pyscf {pyscf.__version__})",
                            gto=gto, scf=scf, dft=dft)
+
+
+def _check_lebedev(order, solvent_eps):
+    """The C-PCM Lebedev order (None: PySCF's default), one PySCF knows; an error without a continuum."""
+    if order is None:
+        return None
+    from pyscf.dft.gen_grid import LEBEDEV_ORDER
+
+    if solvent_eps is None:
+        raise MLFFError("pcm_lebedev_order sets the C-PCM surface; it needs solvent_eps (the gas phase has none)")
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or int(order) not in LEBEDEV_ORDER:
+        raise MLFFError(f"pcm_lebedev_order must be one of PySCF's Lebedev orders "
+                        f"({', '.join(str(k) for k in sorted(LEBEDEV_ORDER) if k)}), got {order!r}")
+    return int(order)
 
 
 def _check_functional(functional: str | None) -> str | None:
@@ -108,6 +124,19 @@ def _float(value) -> float | None:
         return None
 
 
+def _projected_density(overlap: np.ndarray, mo_coeff: np.ndarray, mo_occ: np.ndarray) -> np.ndarray:
+    """The density matrix of another geometry's occupied orbitals, Löwdin-orthonormalised in this geometry's
+    overlap metric, so that it is idempotent and holds the right number of electrons (a raw density matrix
+    from another geometry is neither). Restricted (``mo_occ`` [nmo]) or unrestricted ([2, nmo])."""
+    if mo_occ.ndim == 2:
+        return np.stack([_projected_density(overlap, c, occ) for c, occ in zip(mo_coeff, mo_occ)])
+    occupied = mo_occ > 0
+    c, weights = mo_coeff[:, occupied], mo_occ[occupied]
+    values, vectors = np.linalg.eigh(c.T @ overlap @ c)
+    c = c @ (vectors / np.sqrt(values)) @ vectors.T
+    return (c * weights) @ c.T
+
+
 class _SCFTrace:
     """SCF callback keeping the last energy change (PySCF and GPU4PySCF pass their loop's locals)."""
 
@@ -128,12 +157,21 @@ class PySCFLabeler:
     C-PCM continuum with that dielectric constant, in the energy and the gradient (None: gas phase).
     ``forces=False`` computes the energy only (e.g. def2-TZVP single points). ``device``: "cpu"
     (PySCF) or "gpu" (GPU4PySCF). ``max_memory_mb``: PySCF's memory cap (None: PySCF's default).
+
+    Speed options (their measured cost in accuracy: ``benchmarks/dft_speed.py``):
+    ``pcm_lebedev_order``: points per atomic sphere of the C-PCM surface (None: PySCF's default, 29);
+    ``scf_guess``: "minao" (PySCF's default) or "nearest", the occupied orbitals of the closest geometry
+    this labeller has labelled in this process (same atoms, charge and spin; Cartesian RMSD <=
+    ``guess_max_rmsd`` Å, unaligned, since orbitals in the atomic-orbital basis turn with the molecule),
+    orthonormalised in the new geometry's overlap; else "minao". The guess changes the SCF path, not the
+    converged answer.
     """
 
     def __init__(self, functional: str | None = "b3lyp", basis: str = "def2-svp", dispersion: str | None = "d3bj",
                  solvent_eps: float | None = 4.0, density_fit: bool = True, forces: bool = True,
                  conv_tol: float = 1e-9, max_cycle: int = 100, grids_level: int = 3, device: str = "cpu",
-                 verbose: int = 0, max_memory_mb: float | None = None):
+                 verbose: int = 0, max_memory_mb: float | None = None, pcm_lebedev_order: int | None = None,
+                 scf_guess: str = "minao", guess_max_rmsd: float = 0.5):
         if device not in ("cpu", "gpu"):
             raise MLFFError(f"device must be 'cpu' or 'gpu', got {device!r}")
         if not isinstance(basis, str) or not basis.strip():
@@ -153,6 +191,13 @@ class PySCFLabeler:
             raise MLFFError(f"grids_level must be 0 to 9, got {grids_level}")
         self.verbose = int(verbose)
         self.max_memory_mb = None if max_memory_mb is None else _positive("max_memory_mb", max_memory_mb)
+        self.pcm_lebedev_order = _check_lebedev(pcm_lebedev_order, self.solvent_eps)
+        if scf_guess not in _GUESSES:
+            raise MLFFError(f"scf_guess must be one of {', '.join(_GUESSES)}, got {scf_guess!r}")
+        self.scf_guess, self.guess_max_rmsd = scf_guess, _positive("guess_max_rmsd", guess_max_rmsd)
+        # for scf_guess='nearest': (numbers, charge, multiplicity, positions, (mo_coeff, mo_occ)) of the last few
+        # converged labels; assignable (e.g. restored from a file by a resumed run)
+        self.kept_orbitals: list[tuple] = []
 
     def __repr__(self) -> str:
         method = self.functional or "hf"
@@ -165,6 +210,7 @@ class PySCFLabeler:
                 "basis": self.basis, "dispersion": self.dispersion,
                 "solvent": "gas" if self.solvent_eps is None else f"C-PCM eps={self.solvent_eps}",
                 "density_fit": self.density_fit, "grids_level": self.grids_level, "conv_tol_Ha": self.conv_tol,
+                **({} if self.solvent_eps is None else {"pcm_lebedev_order": self.pcm_lebedev_order or 29}),
                 "code": self.name, "code_version": self._backend.version}
 
     def _molecule(self, atoms, charge: int, multiplicity: int):
@@ -192,6 +238,8 @@ class PySCFLabeler:
             mf = mf.PCM()
             mf.with_solvent.method = "C-PCM"
             mf.with_solvent.eps = self.solvent_eps
+            if self.pcm_lebedev_order is not None:
+                mf.with_solvent.lebedev_order = self.pcm_lebedev_order
         mf.disp = self.dispersion or None
         mf.conv_tol, mf.max_cycle, mf.verbose, mf.chkfile = self.conv_tol, self.max_cycle, self.verbose, None
         return mf
@@ -206,6 +254,31 @@ class PySCFLabeler:
             info["s2"] = float(mf.spin_square()[0])
         return info
 
+    def _nearest_density(self, key: tuple, positions: np.ndarray, mf):
+        """(initial density matrix or None, how the SCF starts) for ``scf_guess``."""
+        if self.scf_guess == "minao":
+            return None, "minao"
+        best, best_rmsd = None, np.inf
+        for numbers, charge, multiplicity, kept, orbitals in self.kept_orbitals:
+            if (numbers, charge, multiplicity) == key:
+                rmsd = float(np.sqrt(np.mean(np.sum((kept - positions) ** 2, axis=1))))
+                if rmsd < best_rmsd:
+                    best, best_rmsd = orbitals, rmsd
+        if best is None or best_rmsd > self.guess_max_rmsd:
+            return None, f"minao (no labelled geometry within {self.guess_max_rmsd:g} Å)"
+        dm = _projected_density(_numpy(mf.get_ovlp()), *best)
+        if self.device == "gpu":
+            import cupy
+
+            dm = cupy.asarray(dm)
+        return dm, f"nearest (RMSD {best_rmsd:.3f} Å)"
+
+    def _keep_density(self, key: tuple, positions: np.ndarray, mf) -> None:
+        if self.scf_guess == "nearest":  # the last few converged orbitals: a campaign moves on
+            orbitals = (_numpy(mf.mo_coeff), _numpy(mf.mo_occ))
+            self.kept_orbitals = [*self.kept_orbitals[-(_KEPT_DENSITIES - 1):],
+                               (*key, np.array(positions, dtype=float), orbitals)]
+
     def compute(self, atoms) -> LabelResult:
         """Energy (eV) and, with ``forces=True``, forces (eV/Å) of ``atoms``; failures returned, not raised."""
         start = time.perf_counter()
@@ -218,17 +291,20 @@ class PySCFLabeler:
         def failed(reason: str, info: dict | None = None) -> LabelResult:
             return LabelResult(None, None, False, reason, time.perf_counter() - start, info or {})
 
+        key = (tuple(int(z) for z in atoms.numbers), charge, multiplicity)
+        dm0, guess = self._nearest_density(key, atoms.positions, mf)
         try:
-            energy_Ha = float(mf.kernel())
+            energy_Ha = float(mf.kernel(dm0=dm0))
         except Exception as err:  # anything raised inside PySCF is this structure's failure
             return failed(f"SCF failed: {_one_line(err)}")
-        info = self._scf_info(mf, energy_Ha, restricted)
+        info = {**self._scf_info(mf, energy_Ha, restricted), "scf_guess": guess}
         if not mf.converged:
             dE = "n/a" if trace.last_dE_Ha is None else f"{trace.last_dE_Ha:.1e} Ha"
             cycles = info["scf_cycles"]
             return failed(f"SCF not converged after {cycles} cycle{'' if cycles == 1 else 's'} (last dE={dE})", info)
         if not np.isfinite(energy_Ha):
             return failed(f"SCF energy is not finite ({energy_Ha})", info)
+        self._keep_density(key, atoms.positions, mf)
         forces_eV_A = None
         if self.forces:
             try:

@@ -20,6 +20,15 @@ def test_card_counts_regions_and_records_checksums(tmp_path):
     card = write_card({"small": tmp_path / "d.h5"}, tmp_path, recipe={"size": "small"})
     text = card.read_text()
     assert "| small | 4 | 2 | 1 | 2 | 1 |" in text and "method EMT" in text
+    assert "DFT speed options" not in text
     assert (tmp_path / "distributions.png").stat().st_size > 10_000
     sums = json.loads((tmp_path / "checksums.json").read_text())
     assert sums["d.h5"]["records_checksum"] == Dataset(tmp_path / "d.h5").checksum()
+
+
+def test_card_includes_the_measured_dft_speed_options(tmp_path):
+    label(structures(2), EMTLabeler(), tmp_path / "d.h5", progress=False)
+    (tmp_path / "dft_speed.md").write_text("## DFT speed options, measured\n\n| option | CPU time |\n|---|---|\n| x | 0.7x |\n")
+    text = write_card({"small": tmp_path / "d.h5"}, tmp_path).read_text()
+    assert "## DFT speed options, measured" in text and "| x | 0.7x |" in text
+    assert text.index("DFT speed options") < text.index("## Distributions")

@@ -136,7 +136,7 @@ def test_unconverged_scf_is_a_recorded_failure(water):
 
 def test_an_exception_inside_pyscf_is_a_recorded_failure(water, monkeypatch):
     class Exploding:  # stands in for a PySCF SCF object whose kernel fails (e.g. a CUDA or linear-algebra error)
-        def kernel(self):
+        def kernel(self, dm0=None):
             raise RuntimeError("linear dependency in the basis\nfull traceback text")
 
     labeler = PySCFLabeler(**GAS_HF)
