@@ -16,7 +16,6 @@ log.csv, md.png (energy, temperature and xi against time), checkpoint.pt and run
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from mlff.config import load_yaml
 from mlff.errors import MLFFError
 from mlff.md import load_md_config, run_md
 from mlff.md.runlog import read_log
+from mlff.models.store import level_of_theory as stored_level
 from mlff.models.store import resolve_potential_path
 
 HERE = Path(__file__).resolve().parent
@@ -81,14 +81,12 @@ def level_of_theory(potential) -> str:
     """The level of theory of the potential's training labels, from its card; a missing potential is an error."""
     if not isinstance(potential, str):
         return "UNTRAINED model config (random weights): speed, not chemistry"
-    path = resolve_potential_path(potential)
-    card = path / "potential.json"
-    if not card.is_file():
-        raise MLFFError(f"potential {potential!r} not found ({path} has no potential.json): the main job runs a "
-                        "trained potential only. Train it (workflows/fdh_xtb_train.yaml for fdh-cluster-small-xtb), "
-                        "or give --potential DIR")
-    meta = json.loads(card.read_text()).get("metadata", {})
-    return meta.get("level_of_theory", "level of theory not recorded in the potential's card")
+    level = stored_level(potential)
+    if level is None:
+        raise MLFFError(f"potential {potential!r} not found ({resolve_potential_path(potential)} has no "
+                        "potential.json): the main job runs a trained potential only. Train it "
+                        "(workflows/fdh_xtb_train.yaml for fdh-cluster-small-xtb), or give --potential DIR")
+    return level
 
 
 def main(argv=None) -> dict:

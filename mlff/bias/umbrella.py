@@ -131,7 +131,10 @@ def _potential_label(config: UmbrellaConfig) -> str:
         return "UNTRAINED MACE (random weights): speed only, no chemistry"
     if p == XTB:
         return "GFN2-xTB (tblite, ASE calculator per window on the host): the reference level"
-    return f"trained potential {p}"
+    from mlff.models.store import level_of_theory
+
+    level = level_of_theory(p) if isinstance(p, str) else None
+    return f"trained potential {p}" + (f" ({level})" if level else "")
 
 
 def make_force_model(config: UmbrellaConfig, md_config, atoms):

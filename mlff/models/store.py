@@ -12,7 +12,7 @@ from mlff.models.config import model_config
 from mlff.models.potential import Potential, _build_member, _dtype
 from mlff.provenance import provenance, sha256_file
 
-__all__ = ["save_potential", "load_potential", "resolve_potential_path", "shipped_potentials"]
+__all__ = ["save_potential", "load_potential", "resolve_potential_path", "shipped_potentials", "level_of_theory"]
 
 FORMAT = "mlff.potential"
 FORMAT_VERSION = 1
@@ -95,6 +95,16 @@ def resolve_potential_path(path) -> Path:
     if not path.exists() and shipped.is_dir():
         return shipped
     return path
+
+
+def level_of_theory(path) -> str | None:
+    """The level of theory of a saved potential's training labels (from its card, without loading weights);
+    None when ``path`` (a directory or shipped name) holds no potential."""
+    card = resolve_potential_path(path) / "potential.json"
+    if not card.is_file():
+        return None
+    meta = json.loads(card.read_text()).get("metadata", {})
+    return meta.get("level_of_theory", "level of theory not recorded in the potential's card")
 
 
 def model_card(card: dict) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import os
 import sys
 import time
@@ -241,8 +242,10 @@ def _card_section(metrics: dict, records, config, e0s, cost: list[dict] | None =
     if cost and _cost_line(cost, config):
         lines += ["", _cost_line(cost, config)]
     keys = {k: v for k, v in config.to_dict().items() if k not in ("progress", "plots", "data")}
+    if isinstance(keys.get("e0s"), str) and keys["e0s"].endswith((".h5", ".hdf5", ".json", ".yaml", ".xyz", ".extxyz")):
+        keys["e0s"] = _shown(keys["e0s"])  # a file of isolated-atom labels: no home paths in a shipped card
     lines += ["", "Hyperparameters:", "", "```json", json.dumps(keys, indent=1), "```",
-              "", "Plots: `parity.png`, `learning_curves.png`, `scan.png` (held-out scans) in the run directory.", ""]
+              "", "Plots: `parity.png`, `learning_curves.png`, `scan.png` (held-out scans), beside this card.", ""]
     return "\n".join(lines)
 
 
@@ -270,4 +273,7 @@ def write_outputs(potential, graphs, records, config, run_dir: Path) -> tuple[Pa
         _learning_curves(run_dir, config.committee, run_dir / "learning_curves.png")
         if metrics["scans"]:
             _scan_plot(metrics["scans"], run_dir / "scan.png", _reference_name(records.infos))
+        for name in ("parity.png", "learning_curves.png", "scan.png"):  # the potential ships with its plots
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, path / name)
     return path, metrics

@@ -28,6 +28,21 @@ def test_workflow_config_has_24_windows_and_names_its_potential():
             run_umbrella({**load_yaml(WORKFLOW), "out": "/nonexistent/never-written", "starts": "structure"})
 
 
+def test_the_shipped_potential_runs_the_workflow(tmp_path, capsys, monkeypatch):
+    if not (REPO / "potentials" / "fdh-cluster-small-xtb" / "potential.json").is_file():
+        pytest.skip("fdh-cluster-small-xtb is not in this checkout")
+    monkeypatch.chdir(REPO)
+    data = {**load_yaml(WORKFLOW), "equilibration_steps": 1, "production_steps": 2, "colvar_every": 1,
+            "out": str(tmp_path / "umbrella")}
+    data["md"] = {**data["md"], "device": "cpu", "checkpoint_every": 0}
+    summary = run_umbrella(data, show_progress=False)
+    err = capsys.readouterr().err
+    assert "POTENTIAL = trained potential fdh-cluster-small-xtb" in err and "NOT DFT" in err
+    assert summary["systems"] == 24 and summary["step"] == 3
+    run = read_biased_run(tmp_path / "umbrella")
+    assert np.abs(run.cv[-1] - run.centers).max() < 0.3  # 3 steps of 0.5 fs: each window near its centre
+
+
 @pytest.mark.slow
 def test_fdh_umbrella_workflow_runs_all_windows_in_one_batch(tmp_path, small_config, capsys, monkeypatch):
     monkeypatch.chdir(REPO)  # the workflow names the pool relative to the repository

@@ -30,6 +30,7 @@ def test_training_drops_force_rmse_well_below_untrained(small_config, emt_datase
     assert metrics["metrics"]["splits"]["train"]["all"]["forces_rmse_meV_A"] < untrained
     for png in ("parity.png", "learning_curves.png", "scan.png"):
         assert (tmp_path / "run" / png).read_bytes()[:4] == b"\x89PNG"
+        assert (result.potential_dir / png).read_bytes() == (tmp_path / "run" / png).read_bytes()  # ships with it
     card = (result.potential_dir / "MODEL_CARD.md").read_text()
     assert "## Training" in card and "held-out scan".lower() in card.lower()
     assert "| level of theory | unknown (no provenance in the records) |" in card  # EMT records carry none
