@@ -11,7 +11,9 @@ and OUT/fidelity.png (the overlay and the difference), OUT = out/fidelity unless
 put on one footing by the offset that minimises the error-weighted squared difference over the compared range
 (each MBAR profile is only defined up to a constant); the target: |F_mace - F_xtb| <= 0.5 kcal/mol at every
 bin of [-1.2, +1.2] A, or within the combined error bar (2 sigma) where that is larger. --append-results adds
-the numbers to benchmarks/RESULTS.md and copies fidelity.json and fidelity.png to benchmarks/fidelity/.
+the numbers to benchmarks/RESULTS.md and copies fidelity.json and fidelity.png to benchmarks/fidelity/, with
+the COLVAR, bias.json and run.json of both runs (benchmarks/fidelity/xtb, .../mace): `compare --out
+benchmarks/fidelity` redoes the analysis from them without rerunning a window.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ TOLERANCE_KCAL = 0.5
 # pairs within the cutoff as all pairs). Measured on one CPU thread, a step of the 24 windows with the committee
 # of 4: 7.7 s in float64 with all pairs, 1.7 s in float32 with the Verlet list; xTB's step is ~1.4 s.
 MACE_MD = {"dtype": "float32", "neighbors": "verlet"}
+RUN_FILES = ("COLVAR", "bias.json", "run.json")  # all `mlff fes` needs of a run
 
 
 def _config(which: str, args):
@@ -132,6 +135,10 @@ def _append_results(doc: dict, json_path: Path, png: Path) -> None:
     ship.mkdir(exist_ok=True)
     shutil.copyfile(json_path, ship / "fidelity.json")
     shutil.copyfile(png, ship / "fidelity.png")
+    for which in ("xtb", "mace"):  # what `mlff fes` reads: the reference costs an hour of a core to make again
+        (ship / which).mkdir(exist_ok=True)
+        for name in RUN_FILES:
+            shutil.copyfile(json_path.parent / which / name, ship / which / name)
     c, b = doc["comparison"], doc["barriers_kcal_per_mol [value, error]"]
     rows = [[name, f"{b[k]['barrier_forward'][0]:.2f} ± {b[k]['barrier_forward'][1]:.2f}",
              f"{b[k]['reaction'][0]:.2f} ± {b[k]['reaction'][1]:.2f}"]

@@ -96,3 +96,16 @@ def test_compare_writes_the_overlay_and_the_verdict_from_two_fes_analyses(tmp_pa
     assert c["within_tolerance"] and 0.3 * kcal * 0.5 < c["max_abs_difference_kcal_per_mol"] < 0.3 * kcal
     assert doc["barriers_kcal_per_mol [value, error]"]["xtb"]["barrier_forward"][0] == pytest.approx(20.0 * kcal, rel=1e-3)
     assert doc["provenance"]["mace"] == {"run": "mace"} and len(doc["difference"]) == 32
+
+
+def test_the_two_runs_share_the_windows_and_differ_in_potential_and_precision(tmp_path):
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(config=str(fidelity.HERE / "fdh_fidelity.yaml"), potential=None, out=str(tmp_path))
+    xtb, mace = fidelity._config("xtb", args), fidelity._config("mace", args)
+    assert (xtb.potential, mace.potential) == ("gfn2-xtb", "fdh-cluster-small-xtb")
+    assert xtb.md["dtype"] == "float64" and mace.md["dtype"] == "float32" and mace.md["neighbors"] == "verlet"
+    same = ("centers_A", "spring_eV_per_A2", "exchange_every", "equilibration_steps", "production_steps", "pool")
+    assert all(getattr(xtb, k) == getattr(mace, k) for k in same)
+    assert {k: v for k, v in xtb.md.items() if k not in fidelity.MACE_MD} == \
+        {k: v for k, v in mace.md.items() if k not in fidelity.MACE_MD}  # seed, thermostat, steps: the same
