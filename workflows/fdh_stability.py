@@ -115,6 +115,7 @@ def _analyse(args) -> None:
     doc = {"what": "stability of a potential: replicas of Langevin MD of the small FDH cluster in one batch",
            "potential": run.get("config", {}).get("potential", DEFAULTS["potential"]) if isinstance(run.get("config"), dict) else None,
            "status": run["status"], "message": run.get("message"), "steps": run["step"],
+           "steps_planned": run.get("config", {}).get("steps"), "timestep_fs": run.get("config", {}).get("timestep_fs"),
            "ms_per_step": run.get("ms_per_step"), "device": run.get("device"),
            "monitor_tripped": run["status"] == "stopped",
            "nonreactive_bonds_broken": sum(len(r["broken_nonreactive"]) for r in replicas),
@@ -141,7 +142,11 @@ def _summary(doc: dict) -> str:
     spread_text = ("no committee spread (one member)" if spread is None else
                    f"committee max force spread mean {mean * 1000:.0f} meV/Å, max {spread * 1000:.0f} meV/Å")
     reactive = sum(len(r["reactive_events"]) for r in reps)
-    return (f"{len(reps)} replicas x {t:.2f} ps at {np.mean([r['temperature_K_mean'] for r in reps]):.0f} K: status "
+    planned = (doc.get("steps_planned") or 0) * (doc.get("timestep_fs") or 0) / 1000.0
+    unfinished = doc["status"] != "finished" and not doc["monitor_tripped"] and planned
+    return (("INCOMPLETE, " if unfinished else "") + f"{len(reps)} replicas x {t:.2f} ps"
+            + (f" of the {planned:g} ps planned (resume: workflows/fdh_stability.py run --resume)" if unfinished else "")
+            + f" at {np.mean([r['temperature_K_mean'] for r in reps]):.0f} K: status "
             f"{doc['status']}{' (MONITOR TRIPPED)' if doc['monitor_tripped'] else ', no monitor trip'}; "
             f"non-reactive bonds broken {doc['nonreactive_bonds_broken']}, formed {doc['nonreactive_bonds_formed']}; "
             f"events on the reacting pairs {reactive}; {spread_text}")

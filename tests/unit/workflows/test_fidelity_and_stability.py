@@ -109,3 +109,16 @@ def test_the_two_runs_share_the_windows_and_differ_in_potential_and_precision(tm
     assert all(getattr(xtb, k) == getattr(mace, k) for k in same)
     assert {k: v for k, v in xtb.md.items() if k not in fidelity.MACE_MD} == \
         {k: v for k, v in mace.md.items() if k not in fidelity.MACE_MD}  # seed, thermostat, steps: the same
+
+
+def test_the_stability_summary_says_when_the_run_is_not_finished():
+    replica = {"time_ps": 2.5, "temperature_K_mean": 301.0, "reactive_events": [],
+               "max_force_std_eV_A": {"mean": 0.08, "max": 0.31}}
+    doc = {"replicas": [replica] * 8, "status": "interrupted", "monitor_tripped": False, "steps_planned": 20000,
+           "timestep_fs": 0.5, "nonreactive_bonds_broken": 0, "nonreactive_bonds_formed": 0}
+    text = stability._summary(doc)
+    assert text.startswith("INCOMPLETE, 8 replicas x 2.50 ps of the 10 ps planned") and "max 310 meV/Å" in text
+    finished = stability._summary({**doc, "status": "finished"})
+    assert finished.startswith("8 replicas x 2.50 ps at 301 K: status finished, no monitor trip")
+    tripped = stability._summary({**doc, "status": "stopped", "monitor_tripped": True})
+    assert "INCOMPLETE" not in tripped and "(MONITOR TRIPPED)" in tripped
