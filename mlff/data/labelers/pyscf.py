@@ -25,7 +25,7 @@ from mlff.errors import MLFFError
 __all__ = ["PySCFLabeler"]
 
 _GUESSES = ("minao", "nearest")
-_KEPT_DENSITIES = 8  # scf_guess="nearest" remembers this many converged density matrices
+_KEPT_DENSITIES = 8  # scf_guess="nearest" remembers the orbitals of this many converged labels
 _DISPERSIONS = ("d3bj", "d3zero", "d3bjm", "d3zerom", "d3op", "d4")  # pyscf.scf.dispersion.DISP_VERSIONS
 
 
@@ -276,8 +276,8 @@ class PySCFLabeler:
     def _keep_density(self, key: tuple, positions: np.ndarray, mf) -> None:
         if self.scf_guess == "nearest":  # the last few converged orbitals: a campaign moves on
             orbitals = (_numpy(mf.mo_coeff), _numpy(mf.mo_occ))
-            self.kept_orbitals = [*self.kept_orbitals[-(_KEPT_DENSITIES - 1):],
-                               (*key, np.array(positions, dtype=float), orbitals)]
+            kept = (*key, np.array(positions, dtype=float), orbitals)
+            self.kept_orbitals = [*self.kept_orbitals[-(_KEPT_DENSITIES - 1):], kept]
 
     def compute(self, atoms) -> LabelResult:
         """Energy (eV) and, with ``forces=True``, forces (eV/Å) of ``atoms``; failures returned, not raised."""
