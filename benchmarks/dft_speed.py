@@ -196,7 +196,9 @@ def report(args) -> None:
     rows = compare(done, seed)
     table = _table(rows, done)
     threads = sorted({r["threads"] for r in done.values()})
-    notes = (f"Geometries: records {pair} of `{args.dataset}` (A, B). Labels: {len(done)} of {len(PLAN)} planned; "
+    shown = Path(args.dataset).resolve()
+    shown = shown.relative_to(REPO) if shown.is_relative_to(REPO) else shown
+    notes = (f"Geometries: records {pair} of `{shown}` (A, B). Labels: {len(done)} of {len(PLAN)} planned; "
              f"{'/'.join(threads)} OpenMP thread(s), PySCF {done[('default', 'A')]['level']['code_version']}. "
              "'nearest' is judged on B alone (A is its start), and its relative-energy column is its change of "
              "E(B). The default level changes only for an option inside both limits.")
