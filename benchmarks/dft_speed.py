@@ -138,10 +138,10 @@ def compare(done: dict, seed: dict) -> dict:
     default = {g: done[("default", g)] for g in "AB" if ("default", g) in done}
     rows = {}
     for variant in VARIANTS:
-        pairs = [(done[(variant, g)], default[g]) for g in "AB" if (variant, g) in done and g in default
-                 and not (variant == "default")]
-        if variant == "default":
+        if variant == "default":  # the rerun against the stored labels
             pairs = [(default[g], seed[g]) for g in default if g in seed]
+        else:
+            pairs = [(done[(variant, g)], default[g]) for g in default if (variant, g) in done]
         if not pairs:
             continue
         dforces = np.concatenate([np.subtract(a["forces_eV_A"], b["forces_eV_A"]).ravel() for a, b in pairs])
