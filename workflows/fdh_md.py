@@ -27,7 +27,7 @@ from mlff.config import load_yaml
 from mlff.errors import MLFFError
 from mlff.md import load_md_config, run_md
 from mlff.md.runlog import read_log
-from mlff.models.store import level_of_theory as stored_level
+from mlff.models.store import potential_level
 from mlff.models.store import resolve_potential_path
 
 HERE = Path(__file__).resolve().parent
@@ -77,11 +77,11 @@ def plot(log_path: Path, png: Path) -> None:
     plt.close(fig)
 
 
-def level_of_theory(potential) -> str:
+def describe_level(potential) -> str:
     """The level of theory of the potential's training labels, from its card; a missing potential is an error."""
     if not isinstance(potential, str):
         return "UNTRAINED model config (random weights): speed, not chemistry"
-    level = stored_level(potential)
+    level = potential_level(potential)
     if level is None:
         raise MLFFError(f"potential {potential!r} not found ({resolve_potential_path(potential)} has no "
                         "potential.json): the main job runs a trained potential only. Train it "
@@ -99,7 +99,7 @@ def main(argv=None) -> dict:
         overrides["cueq"] = True
     data = load_yaml(args.config)
     config = load_md_config({**data, **overrides})
-    print(f"fdh_md: POTENTIAL {config.potential}: {level_of_theory(config.potential)}", file=sys.stderr)
+    print(f"fdh_md: POTENTIAL {config.potential}: {describe_level(config.potential)}", file=sys.stderr)
     if "OMP_NUM_THREADS" not in os.environ and not torch.cuda.is_available():
         torch.set_num_threads(1)  # small graphs: one thread beats two on a shared 2-core machine (measured 27x)
     summary = run_md(config, resume=args.resume)

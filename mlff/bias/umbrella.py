@@ -131,9 +131,9 @@ def _potential_label(config: UmbrellaConfig) -> str:
         return "UNTRAINED MACE (random weights): speed only, no chemistry"
     if p == XTB:
         return "GFN2-xTB (tblite, ASE calculator per window on the host): the reference level"
-    from mlff.models.store import level_of_theory
+    from mlff.models.store import potential_level
 
-    level = level_of_theory(p) if isinstance(p, str) else None
+    level = potential_level(p) if isinstance(p, str) else None
     return f"trained potential {p}" + (f" ({level})" if level else "")
 
 

@@ -12,7 +12,7 @@ from mlff.models.config import model_config
 from mlff.models.potential import Potential, _build_member, _dtype
 from mlff.provenance import provenance, sha256_file
 
-__all__ = ["save_potential", "load_potential", "resolve_potential_path", "shipped_potentials", "level_of_theory"]
+__all__ = ["save_potential", "load_potential", "resolve_potential_path", "shipped_potentials", "potential_level"]
 
 FORMAT = "mlff.potential"
 FORMAT_VERSION = 1
@@ -97,7 +97,7 @@ def resolve_potential_path(path) -> Path:
     return path
 
 
-def level_of_theory(path) -> str | None:
+def potential_level(path) -> str | None:
     """The level of theory of a saved potential's training labels (from its card, without loading weights);
     None when ``path`` (a directory or shipped name) holds no potential."""
     card = resolve_potential_path(path) / "potential.json"

@@ -93,7 +93,7 @@ def compute_metrics(potential, graphs, records, config) -> tuple[dict, dict]:
     return metrics, preds
 
 
-def level_of_theory(infos) -> str:
+def labels_level(infos) -> str:
     """The level(s) of theory of the training labels, from the records' provenance, e.g.
     "GFN2-xTB (tblite; ...) -- NOT DFT" or "DFT b3lyp/def2-svp, d3bj, C-PCM eps=4.0 (pyscf)"."""
     from mlff.data.label import LEVEL_KEYS
@@ -119,7 +119,7 @@ def _describe_level(level: dict) -> str:
 
 
 def _reference_name(infos) -> str:
-    level = level_of_theory(infos)
+    level = labels_level(infos)
     return level.split(" (")[0].split(" -- ")[0] if ";" not in level else "reference"
 
 
@@ -225,7 +225,7 @@ def _card_section(metrics: dict, records, config, e0s, cost: list[dict] | None =
     data = ", ".join(f"`{_shown(s['path'])}` ({s['records']} records, sha256 `{s['sha256'][:16]}…`)"
                      for s in records.sources)
     reference = _reference_name(records.infos)
-    lines = ["", "## Training", "", f"Level of theory of the labels: **{level_of_theory(records.infos)}**", "",
+    lines = ["", "## Training", "", f"Level of theory of the labels: **{labels_level(records.infos)}**", "",
              f"Data: {data}",
              f"Split sizes: {', '.join(f'{k} {len(v)}' for k, v in records.splits.items())}; E0s (eV): {e0s}", "",
              "| split | region | records | E RMSE (meV/atom) | E MAE (meV/atom) | F RMSE (meV/Å) | F MAE (meV/Å) |",
@@ -257,7 +257,7 @@ def write_outputs(potential, graphs, records, config, run_dir: Path) -> tuple[Pa
     test = metrics["splits"].get("test", metrics["splits"].get("valid", {})).get("all", {})
     potential.metadata.update({
         "training_data": "; ".join(f"{_shown(s['path'])} (sha256 {s['sha256']})" for s in records.sources),
-        "level_of_theory": level_of_theory(records.infos),
+        "level_of_theory": labels_level(records.infos),
         "metrics": (f"test: E RMSE {test.get('energy_rmse_meV_atom', float('nan')):.2f} meV/atom, "
                     f"F RMSE {test.get('forces_rmse_meV_A', float('nan')):.1f} meV/Å") if test else "none",
         "training": {"config": config.to_dict(), "data": records.sources,
