@@ -10,12 +10,17 @@ a "Stability" section of MODEL_CARD.md). A bond is a pair closer than 1.2 x the 
 start structure; it counts as broken in a frame where it is longer than 1.5 x that sum; a new bond is a pair
 that starts unbonded and comes closer than 1.1 x the sum. The two pairs of the hydride transfer
 (C_formate-H and H-C4, from info["xi_atoms"]) are reported apart: the reaction may make and break them.
+Per replica, the closest approach of two atoms that start more than 2.5 Å apart (no bond, no hydrogen bond;
+non-reactive pairs): a potential with a hole lets in atoms that the reference keeps apart.
+``analyse --reference xtb`` recomputes the last frames of the replica with the largest final spread with
+GFN2-xTB (same continuum as the data) and sets the potential's energy change beside xTB's (0.1 s a frame).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -31,6 +36,7 @@ DEFAULTS = {"structure": "fdh-cluster:small:reactant", "potential": "fdh-cluster
 # with the committee of 4: 24 clusters 1.7 s against 3.3 s; 8 clusters 0.64 s); with CUDA graphs on a GPU
 # all_pairs is the usual choice for one cluster
 BONDED, BROKEN, FORMED = 1.2, 1.5, 1.1
+APART = 2.5  # Å: pairs farther apart at the start are "new contacts" when they close in
 
 
 def _stat(fn, values):
@@ -78,6 +84,55 @@ def bond_events(frames, xi_atoms) -> dict:
     return {"bonds_at_start": int(bonded.sum()), "broken": named(broken), "formed": named(formed)}
 
 
+def closest_contact(frames, xi_atoms) -> dict:
+    """The closest approach over ``frames`` of two atoms that start more than ``APART`` Å apart (so neither
+    bonded nor hydrogen-bonded at the start; the reactive pairs left out): a potential with a hole lets in
+    atoms that the reference keeps apart. Pair, distance (Å), its distance at the start, the frame."""
+    first = frames[0]
+    iu = np.triu_indices(len(first), 1)
+    d0 = first.get_all_distances()[iu]
+    keep = d0 > APART
+    for a, b in ((xi_atoms[0], xi_atoms[1]), (xi_atoms[1], xi_atoms[2])) if xi_atoms is not None else ():
+        keep &= ~((iu[0] == min(a, b)) & (iu[1] == max(a, b)))
+    best = None
+    for k, atoms in enumerate(frames):
+        d = np.where(keep, atoms.get_all_distances()[iu], np.inf)
+        idx = int(np.argmin(d))
+        if best is None or d[idx] < best[0]:
+            best = (float(d[idx]), idx, k)
+    d, idx, k = best
+    i, j = int(iu[0][idx]), int(iu[1][idx])
+    sym = first.get_chemical_symbols()
+    return {"pair": [i, j], "atoms": f"{sym[i]}{i}...{sym[j]}{j}", "distance_A": round(d, 3),
+            "start_distance_A": round(float(d0[idx]), 3), "frame": k}
+
+
+def reference_check(frames, potential: str, info: dict, last: int = 10) -> dict:
+    """Energies of the potential and of GFN2-xTB along the last ``last`` frames, relative to the first of them,
+    and the largest force difference: a flat potential under a rising xTB energy is a hole. ``info``: the
+    structure's (charge, multiplicity)."""
+    from mlff.calculator import MLFFCalculator
+    from mlff.data.labelers.xtb import xtb_calculator
+
+    calc = MLFFCalculator(potential, device="cpu")
+    picked = frames[-last:]
+    rows = []
+    for atoms in picked:
+        mine = atoms.copy()
+        mine.info = {**frames[0].info, **info}
+        mine.calc = calc
+        e, f = mine.get_potential_energy(), mine.get_forces()
+        ref = mine.copy()
+        ref.info = dict(mine.info)
+        ref.calc = xtb_calculator(ref)
+        e_ref, f_ref = ref.get_potential_energy(), ref.get_forces()
+        rows.append((e, e_ref, float(np.abs(f - f_ref).max())))
+    e0, r0 = rows[0][0], rows[0][1]
+    return {"frames": len(picked), "potential_dE_eV": [round(e - e0, 4) for e, _, _ in rows],
+            "xtb_dE_eV": [round(r - r0, 4) for _, r, _ in rows],
+            "force_error_max_eV_A": [round(x, 3) for _, _, x in rows]}
+
+
 def _analyse(args) -> None:
     from mlff.md.h5md import read_h5md
     from mlff.md.runlog import read_log
@@ -106,14 +161,30 @@ def _analyse(args) -> None:
             "broken_nonreactive": [e for e in events["broken"] if not e["reactive"]],
             "formed_nonreactive": [e for e in events["formed"] if not e["reactive"]],
             "reactive_events": [e for e in events["broken"] + events["formed"] if e["reactive"]],
+            "closest_contact": closest_contact(frames, info.get("xi_atoms")),
         })
+        if args.reference:
+            replicas[-1]["_frames"] = frames
     t_ps = np.array([r["time_fs"] for r in series[systems[0]]]) / 1000.0
     spread_t = np.array([[r.get("max_force_std", np.nan) for r in series[s]] for s in systems])
     blocks = [{"from_ps": float(a), "to_ps": float(a + 1), "max_force_std_eV_A_mean": _stat(np.mean, spread_t[:, m]),
                "max_force_std_eV_A_max": _stat(np.max, spread_t[:, m])}
               for a in range(int(np.ceil(t_ps[-1]))) if (m := (t_ps > a) & (t_ps <= a + 1)).any()]
+    potential = run.get("config", {}).get("potential", DEFAULTS["potential"]) if isinstance(run.get("config"), dict) else None
+    reference = None
+    if args.reference:
+        from mlff.md import read_structure
+
+        config = run.get("config") if isinstance(run.get("config"), dict) else {}
+        start = read_structure(config.get("structure", DEFAULTS["structure"])).info
+        charge = {k: start[k] for k in ("charge", "multiplicity") if k in start}
+        worst = max(replicas, key=lambda r: np.nan_to_num(spread_t[systems.index(r["replica"]), -1], nan=-1))
+        reference = {"replica": worst["replica"], "method": "GFN2-xTB (tblite), the labels' level",
+                     **reference_check(worst["_frames"], potential or DEFAULTS["potential"], charge)}
+    for r in replicas:
+        r.pop("_frames", None)
     doc = {"what": "stability of a potential: replicas of Langevin MD of the small FDH cluster in one batch",
-           "potential": run.get("config", {}).get("potential", DEFAULTS["potential"]) if isinstance(run.get("config"), dict) else None,
+           "potential": potential, "reference_check": reference,
            "status": run["status"], "message": run.get("message"), "steps": run["step"],
            "steps_planned": run.get("config", {}).get("steps"), "timestep_fs": run.get("config", {}).get("timestep_fs"),
            "ms_per_step": run.get("ms_per_step"), "device": run.get("device"),
@@ -130,6 +201,7 @@ def _analyse(args) -> None:
         card_dir = Path(args.card)
         (card_dir / "stability.json").write_text(json.dumps(doc, indent=1) + "\n")
         _card(card_dir / "MODEL_CARD.md", doc)
+        shutil.copyfile(out / "stability.png", card_dir / "stability.png")
         print(f"wrote {card_dir / 'stability.json'} and the Stability section of {card_dir / 'MODEL_CARD.md'}")
     print(f"wrote {out / 'stability.json'} and {out / 'stability.png'}")
 
@@ -159,10 +231,23 @@ def _card(path: Path, doc: dict) -> None:
     lines = [head, _summary(doc) + ".", "",
              f"Run: workflows/fdh_stability.py ({doc['replicas'][0]['frames']} frames per replica, "
              f"{doc['ms_per_step']:.1f} ms/step on {doc['device']}; "
-             f"{doc['provenance'].get('created_utc', '')}).", "",
+             f"{doc['provenance'].get('created_utc', '')}). Plot: stability.png (spread, xi and T against time).", "",
              "| ps | mean of max force spread (meV/Å) | max (meV/Å) |", "|---|---|---|"]
     lines += [f"| {b['from_ps']:.0f}-{b['to_ps']:.0f} | {_mev(b['max_force_std_eV_A_mean'])} | "
               f"{_mev(b['max_force_std_eV_A_max'])} |" for b in doc["committee_spread_per_ps"]]
+    if doc.get("message"):
+        lines += ["", f"Monitor: {doc['message'].split('; state saved')[0]}."]
+    contacts = [r for r in doc["replicas"] if r.get("closest_contact")]
+    if contacts:
+        lines += ["", f"| replica | closest approach of atoms > {APART} Å apart at the start | distance (Å) | "
+                  "at start (Å) | frame |", "|---|---|---|---|---|"]
+        lines += [f"| {r['replica']} | {c['atoms']} | {c['distance_A']:.2f} | {c['start_distance_A']:.2f} | "
+                  f"{c['frame']} |" for r in contacts if (c := r["closest_contact"])]
+    ref = doc.get("reference_check")
+    if ref:
+        lines += ["", f"Reference check of replica {ref['replica']}, its last {ref['frames']} frames against {ref['method']}: "
+                  f"energy change of the potential {ref['potential_dE_eV'][-1]:+.2f} eV, of xTB {ref['xtb_dE_eV'][-1]:+.2f} eV; "
+                  f"largest force error {max(ref['force_error_max_eV_A']):.2f} eV/Å (stability.json has every frame)."]
     for r in doc["replicas"]:
         for e in r["broken_nonreactive"] + r["formed_nonreactive"]:
             kind = "broken" if e in r["broken_nonreactive"] else "formed"
@@ -193,7 +278,7 @@ def _plot(series: dict, systems, path: Path) -> None:
     axes[2].set_ylabel("T (K)")
     axes[2].set_xlabel("time (ps)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
@@ -210,6 +295,8 @@ def main(argv=None) -> int:
     run.add_argument("--device")
     ana = sub.add_parser("analyse")
     ana.add_argument("--card", help="a potential directory: write the numbers into its card")
+    ana.add_argument("--reference", choices=["xtb"], help="recompute the last frames of the replica with the largest "
+                     "final spread with GFN2-xTB (the xTB potential's own level)")
     for s in (run, ana):
         s.add_argument("--out")
     args = p.parse_args(argv)

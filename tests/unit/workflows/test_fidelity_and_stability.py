@@ -122,3 +122,56 @@ def test_the_stability_summary_says_when_the_run_is_not_finished():
     assert finished.startswith("8 replicas x 2.50 ps at 301 K: status finished, no monitor trip")
     tripped = stability._summary({**doc, "status": "stopped", "monitor_tripped": True})
     assert "INCOMPLETE" not in tripped and "(MONITOR TRIPPED)" in tripped
+
+
+def test_closest_contact_finds_the_atoms_that_close_in_and_ignores_contacts_of_the_start():
+    from ase import Atoms
+
+    # a C-H...O hydrogen bond at the start (H...O 1.9 Å) and a water O 4 Å from the other H
+    start = Atoms("CHHOO", positions=[[0, 0, 0], [1.09, 0, 0], [-1.09, 0, 0], [3.0, 0, 0], [-5.09, 0, 0]])
+    frames = [start.copy() for _ in range(3)]
+    frames[1].positions[4] = [-2.8, 0, 0]
+    frames[2].positions[4] = [-2.6, 0, 0]  # the far O comes to 1.51 Å of the H
+    frames[2].positions[3] = [2.4, 0, 0]   # the hydrogen bond shortens to 1.31 Å: a start contact, not new
+    contact = stability.closest_contact(frames, xi_atoms=None)
+    assert contact["atoms"] == "H2...O4" and contact["frame"] == 2
+    assert contact["distance_A"] == pytest.approx(1.51) and contact["start_distance_A"] == pytest.approx(4.0)
+    # the reactive pairs are the reaction's business
+    assert stability.closest_contact(frames, xi_atoms=[4, 2, 0])["atoms"] != "H2...O4"
+
+
+def test_the_card_names_the_monitor_trip_the_new_contacts_and_the_reference_check(tmp_path):
+    replica = {"replica": 0, "frames": 45, "time_ps": 0.44, "temperature_K_mean": 287.0, "reactive_events": [],
+               "max_force_std_eV_A": {"mean": 0.2, "max": 0.97}, "broken_nonreactive": [], "formed_nonreactive": [],
+               "closest_contact": {"atoms": "H3...O36", "distance_A": 1.49, "start_distance_A": 2.88, "frame": 44}}
+    doc = {"replicas": [replica], "status": "stopped", "monitor_tripped": True, "steps_planned": 20000,
+           "timestep_fs": 0.5, "nonreactive_bonds_broken": 0, "nonreactive_bonds_formed": 0, "ms_per_step": 433.0,
+           "device": "cpu", "provenance": {"created_utc": "2026-12-02"},
+           "message": "MD stopped at step 890: committee force spread reached 2.063 eV/Å; state saved to x",
+           "committee_spread_per_ps": [{"from_ps": 0.0, "to_ps": 1.0, "max_force_std_eV_A_mean": 0.2,
+                                        "max_force_std_eV_A_max": 0.97}],
+           "reference_check": {"replica": 0, "frames": 3, "method": "GFN2-xTB", "potential_dE_eV": [0.0, -0.1, -0.5],
+                               "xtb_dE_eV": [0.0, 0.4, 1.02], "force_error_max_eV_A": [0.8, 1.6, 4.78]}}
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text("# a potential\n\n## Stability\n\nold text\n")
+    stability._card(card, doc)
+    text = card.read_text()
+    assert text.startswith("# a potential") and "old text" not in text and text.count("## Stability") == 1
+    assert "(MONITOR TRIPPED)" in text and "Monitor: MD stopped at step 890" in text and "state saved" not in text
+    assert "| 0 | H3...O36 | 1.49 | 2.88 | 44 |" in text
+    assert "energy change of the potential -0.50 eV, of xTB +1.02 eV; largest force error 4.78 eV/Å" in text
+
+
+def test_the_reference_check_sets_the_potential_beside_xtb_on_the_same_frames():
+    pytest.importorskip("tblite")
+    from mlff.md import read_structure
+
+    start = read_structure("fdh-cluster:small:reactant")
+    frames = [start.copy() for _ in range(3)]
+    for k, atoms in enumerate(frames[1:], start=1):
+        atoms.rattle(0.02 * k, seed=k)
+    info = {k: start.info[k] for k in ("charge", "multiplicity") if k in start.info}
+    check = stability.reference_check(frames, "fdh-cluster-small-xtb", info, last=2)
+    assert check["frames"] == 2 and check["potential_dE_eV"][0] == 0.0 and check["xtb_dE_eV"][0] == 0.0
+    assert abs(check["xtb_dE_eV"][1]) > 1e-4  # a rattle of 0.04 Å costs energy at the xTB level
+    assert all(np.isfinite(check["force_error_max_eV_A"]))
