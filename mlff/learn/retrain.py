@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlff.errors import MLFFError
 from mlff.learn.config import LearnConfig
 from mlff.learn.state import write_dataset
 
@@ -21,8 +22,10 @@ SPLIT_KEY = "learn_split"
 
 
 def replay_set(config: LearnConfig, out: Path) -> Path | None:
-    """``OUT/replay.h5``: the replay records (a seeded draw, never a held-out-scan or test-set geometry), all in
-    the training split; None without replay."""
+    """``OUT/replay.h5``: the replay records (a seeded draw, never a held-out-scan or test-set geometry, nor a
+    record of the replay dataset's own test split, ``info["split"] == "test"``), all in the training split;
+    None without replay. The test set is what ``test_errors`` scores: the records of ``test.path`` tagged
+    ``test.tag`` (all of them without a tag), so the replay and the test set may share a file."""
     if config.retrain.replay is None:
         return None
     path = out / "replay.h5"
@@ -33,10 +36,16 @@ def replay_set(config: LearnConfig, out: Path) -> Path | None:
     source = Dataset(config.retrain.replay)
     infos, hashes = source.infos(), source.column("geometry_hash")
     test = set()
-    if config.test.path is not None:  # never train on the test set, whatever its tag
-        test = set(Dataset(config.test.path).column("geometry_hash"))
+    if config.test.path is not None:  # never train on the test set
+        tested = Dataset(config.test.path)
+        picked = tested.indices(tag=config.test.tag) if config.test.tag is not None else None
+        column = tested.column("geometry_hash")
+        test = set(column if picked is None else [column[k] for k in picked])
     usable = np.array([k for k, info in enumerate(infos) if "holdout-scan" not in info.get("tags", [])
-                       and hashes[k] not in test], np.int64)
+                       and info.get("split") != "test" and hashes[k] not in test], np.int64)
+    if usable.size == 0:
+        raise MLFFError(f"retrain.replay: no record of {config.retrain.replay} may be replayed: all are held out "
+                        f"(the held-out scan, the test set of test.path, or the dataset's own test split)")
     rng = np.random.default_rng(config.seed)
     take = np.sort(rng.choice(usable, size=min(config.retrain.replay_records, len(usable)), replace=False))
     records = source.read(take)

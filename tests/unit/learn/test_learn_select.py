@@ -117,6 +117,38 @@ def test_the_replay_draw_is_seeded_in_the_training_split_and_never_holds_test_ge
     assert len(Dataset(first)) == 3 and list(Dataset(first).column("energy")) == list(Dataset(again).column("energy"))
 
 
+
+def test_a_replay_that_shares_its_file_with_the_tagged_test_set_keeps_the_rest(tmp_path):
+    # the shipped configs replay xtb_small.h5 and test on its records tagged holdout-scan: only those (and the
+    # dataset's own test split) are held back; a draw with nothing left is an error, never an empty replay
+    from learn_helpers import learn_dict
+    from ase.build import molecule
+
+    from mlff.data import Dataset, make_record
+    from mlff.errors import MLFFError
+    from mlff.learn.config import learn_config
+    from mlff.learn.retrain import replay_set
+
+    records = []
+    for k in range(10):
+        atoms = molecule("H2O")
+        atoms.positions[1, 0] += 0.01 * k
+        atoms.info["split"] = "test" if k in (0, 1) else "train"
+        records.append(make_record(atoms, energy=-float(k), forces=np.zeros((3, 3)),
+                                   tags=["holdout-scan"] if k in (8, 9) else ["md"]))
+    Dataset.create(tmp_path / "xtb.h5").append(records)
+    sets = {"seed": "seed.h5", "test": str(tmp_path / "xtb.h5")}
+    spec = learn_dict(tmp_path / "run", sets, retrain={"train": {}, "replay": str(tmp_path / "xtb.h5"), "replay_records": 50})
+    spec["test"]["tag"] = "holdout-scan"
+    (tmp_path / "run").mkdir()
+    drawn = Dataset(replay_set(learn_config(spec), tmp_path / "run"))
+    assert sorted(drawn.column("energy")) == [-7.0, -6.0, -5.0, -4.0, -3.0, -2.0]
+    spec = learn_dict(tmp_path / "run2", sets, retrain={"train": {}, "replay": str(tmp_path / "xtb.h5")})
+    spec["test"]["tag"] = None  # every record of the file is the test set: nothing may be replayed
+    (tmp_path / "run2").mkdir()
+    with pytest.raises(MLFFError, match="no record of .* may be replayed"):
+        replay_set(learn_config(spec), tmp_path / "run2")
+
 def test_unphysical_trajectory_frames_are_not_candidates(tmp_path):
     from mlff.learn.explore import trajectory_frames
     from mlff.md.config import read_structure
