@@ -1,4 +1,4 @@
-"""Refine the shipped xTB committee with the active-learning loop, and ship what it learned (issue 12, items 3 and 6).
+"""Refine the shipped xTB committee with the active-learning loop, score it, and keep what it learned (issue 12, items 3, 6).
 
     OMP_NUM_THREADS=1 nohup nice mlff learn workflows/fdh_refine_xtb.yaml &   # the loop (resumable: --resume)
     python workflows/fdh_refine_xtb.py export      # its xTB labels -> data/fdh-cluster/xtb_small_refine.h5
