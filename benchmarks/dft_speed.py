@@ -224,7 +224,9 @@ def report(args) -> None:
     restored = [f"{v} {g}" for (v, g), r in done.items() if "restored" in r]
     if restored:
         notes += (f" Rows {', '.join(restored)} were restored from committed records after the session's scratch file "
-                  "was lost (labels.jsonl says from what); the others were measured into benchmarks/dft_speed/.")
+                  "was lost (labels.jsonl says from what); the others were measured into benchmarks/dft_speed/. "
+                  "CPU-time ratios against a restored default compare labels of different sessions, each on a 2-core "
+                  "machine shared with other jobs: read them as rough; the SCF cycle counts compare exactly.")
     print(table + "\n\n" + notes)
     (out / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
     if args.card:

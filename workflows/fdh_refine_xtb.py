@@ -6,7 +6,8 @@
     python workflows/fdh_refine_xtb.py card RUN/fdh-cluster-small-xtb   # + the loop's history in that card
 
 `export` writes every label of the loop (GFN2-xTB, with the labeller's provenance, where it was found:
-``info["learn_iteration"]``, ``info["source"]``) into the training split (``split: train``, tag ``refine``) of a
+``info["learn_iteration"]``, ``info["source"]``) into the training split (``split: train``, tags ``refine`` and
+the region of xi: reactant, ts, product) of a
 dataset beside xtb_small.h5, so that the potential's card lists it with its checksum and a retraining from
 scratch sees the same data. `card` appends a "Refinement" section to a model card: per iteration of the loop, the
 labels spent, the 400 K exploration steps before a monitor stop (the stability signal the loop acts on), the
@@ -33,10 +34,13 @@ def export(run: Path, out: Path) -> int:
     labels = run / "labels.h5"
     if not labels.is_file():
         raise MLFFError(f"no labels at {labels}: run `mlff learn workflows/fdh_refine_xtb.yaml` first")
+    from mlff.data.recipe import region_of
+
     records = Dataset(labels).read()
     for atoms in records:
         atoms.info["split"] = "train"
-        atoms.info["tags"] = sorted(set(list(atoms.info.get("tags", [])) + ["refine"]))
+        region = [region_of(float(atoms.info["xi"]))] if "xi" in atoms.info else []  # as in xtb_small.h5
+        atoms.info["tags"] = sorted(set(list(atoms.info.get("tags", [])) + ["refine"] + region))
     n = write_dataset(out, records, description="GFN2-xTB labels chosen by mlff learn (workflows/fdh_refine_xtb.yaml) "
                       "from MD at 400 K and umbrella windows of fdh-cluster-small-xtb", require=("energy", "forces"))
     print(f"wrote {n} records to {out}")

@@ -52,9 +52,13 @@ def _labeler_spec(args) -> dict:
     if args.labeler is None:
         if args.backend == "xtb":  # GFN2-xTB has no functional or basis
             return {"backend": "xtb", "solvent_eps": None if args.gas else args.eps, "forces": not args.energy_only}
-        return {"backend": args.backend, "basis": args.basis, "functional": args.functional,
+        spec = {"backend": args.backend, "basis": args.basis, "functional": args.functional,
                 "solvent_eps": None if args.gas else args.eps, "forces": not args.energy_only,
                 "scf_guess": args.scf_guess}
+        for key in ("conv_tol", "pcm_lebedev_order"):  # only when given: the labeller's default otherwise
+            if getattr(args, key) is not None:
+                spec[key] = getattr(args, key)
+        return spec
     from mlff.config import load_yaml
     from mlff.errors import MLFFError
 
@@ -206,6 +210,12 @@ def add_data_commands(commands) -> None:
     p.add_argument("--scf-guess", choices=["minao", "nearest"], default="minao",
                    help="DFT: start each SCF from PySCF's minao guess or from the density of the nearest geometry "
                    "labelled in this run (MD frames; same converged answer, fewer cycles: benchmarks/dft_speed.py)")
+    p.add_argument("--conv-tol", type=float, dest="conv_tol",
+                   help="DFT: SCF energy tolerance in Eh (default 1e-9; 1e-7 measured inside 0.1 kcal/mol and 5 meV/Å "
+                   "at 11 instead of 14 cycles: data/fdh-cluster/dft_speed.md)")
+    p.add_argument("--pcm-lebedev-order", type=int, dest="pcm_lebedev_order",
+                   help="DFT: C-PCM surface points per sphere as a Lebedev order (default PySCF's 29; 17 measured at "
+                   "0.41x the CPU but forces off by up to 10 meV/Å: data/fdh-cluster/dft_speed.md)")
     p.add_argument("--limit", type=int, help="only the first N structures of the pool")
     p.add_argument("--minutes", type=float, help="stop cleanly before this wall time (resumable chunks)")
     p.add_argument("--checkpoint-every", type=int, default=1)

@@ -70,3 +70,18 @@ def test_lebedev_order_reaches_the_continuum():
     # a different surface gives a (slightly) different solvation energy, so the option is not ignored
     assert coarse.info["solvation_Ha"] != pytest.approx(fine.info["solvation_Ha"], abs=1e-9)
     assert abs(coarse.info["solvation_Ha"] - fine.info["solvation_Ha"]) < 1e-3
+
+
+def test_the_label_command_passes_the_speed_options_only_when_given():
+    import argparse
+
+    from mlff.data.cli import _labeler_spec
+
+    base = dict(labeler=None, backend="pyscf", basis="def2-svp", functional="b3lyp", gas=False, eps=4.0,
+                energy_only=False, scf_guess="minao", conv_tol=None, pcm_lebedev_order=None)
+    spec = _labeler_spec(argparse.Namespace(**base))
+    assert "conv_tol" not in spec and "pcm_lebedev_order" not in spec  # the labeller's defaults stand
+    spec = _labeler_spec(argparse.Namespace(**{**base, "conv_tol": 1e-7, "pcm_lebedev_order": 17}))
+    assert spec["conv_tol"] == 1e-7 and spec["pcm_lebedev_order"] == 17
+    labeler = make_labeler(spec)
+    assert labeler.level()["conv_tol_Ha"] == 1e-7 and labeler.level()["pcm_lebedev_order"] == 17

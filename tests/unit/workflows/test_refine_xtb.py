@@ -25,7 +25,8 @@ def test_export_puts_every_label_in_the_training_split_with_its_provenance(tmp_p
     for k in range(3):
         atoms = molecule("H2O")
         atoms.positions[0, 0] += 0.02 * k
-        atoms.info.update(learn_split="train" if k else "valid", learn_iteration=k, provenance={"method": "GFN2-xTB"})
+        atoms.info.update(learn_split="train" if k else "valid", learn_iteration=k, provenance={"method": "GFN2-xTB"},
+                          xi=(-1.0, 0.1, 0.9)[k])
         records.append(make_record(atoms, energy=-float(k), forces=np.full((3, 3), 0.1 * k), tags=["md"]))
     Dataset.create(run / "labels.h5").append(records)
     out = tmp_path / "refine.h5"
@@ -33,7 +34,7 @@ def test_export_puts_every_label_in_the_training_split_with_its_provenance(tmp_p
     back = Dataset(out)
     infos = back.infos()
     assert [i["split"] for i in infos] == ["train"] * 3
-    assert all(set(i["tags"]) == {"md", "refine"} for i in infos)
+    assert [set(i["tags"]) for i in infos] == [{"md", "refine", r} for r in ("reactant", "ts", "product")]
     assert [i["learn_iteration"] for i in infos] == [0, 1, 2] and infos[0]["provenance"]["method"] == "GFN2-xTB"
     assert np.allclose(back.column("energy"), [0.0, -1.0, -2.0])
     with pytest.raises(MLFFError, match="no labels"):
