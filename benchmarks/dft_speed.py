@@ -43,7 +43,7 @@ from mlff.data.label import label  # noqa: E402
 from mlff.data.labelers import PySCFLabeler  # noqa: E402
 from mlff.data.records import labels  # noqa: E402
 from mlff.data.store import Dataset  # noqa: E402
-from mlff.errors import MLFFError  # noqa: E402
+from mlff.errors import MLFFError, script_exit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EV_PER_KCAL_MOL = 0.0433641  # 1 kcal/mol in eV
@@ -256,12 +256,7 @@ def main(argv=None) -> int:
             q.add_argument("--card", help="write dft_speed.md into this dataset folder (its card includes it)")
             q.add_argument("--append-results", action="store_true")
     args = p.parse_args(argv)
-    try:
-        (run if args.command == "run" else report)(args)
-    except MLFFError as err:
-        print(f"dft_speed: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return script_exit("dft_speed", run if args.command == "run" else report, args)
 
 
 if __name__ == "__main__":

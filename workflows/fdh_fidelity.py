@@ -188,7 +188,7 @@ def _plot(doc: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    from mlff.errors import MLFFError
+    from mlff.errors import script_exit
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="stage", required=True)
@@ -204,12 +204,7 @@ def main(argv=None) -> int:
         s.add_argument("--config", default=str(HERE / "fdh_fidelity.yaml"))
         s.add_argument("--out", default="out/fidelity")
     args = p.parse_args(argv)
-    try:
-        _run(args) if args.stage == "run" else _compare(args)
-    except MLFFError as err:
-        print(f"fdh_fidelity: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return script_exit("fdh_fidelity", _run if args.stage == "run" else _compare, args)
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def card(potential_dir: Path, run: Path) -> None:
 
 
 def main(argv=None) -> int:
-    from mlff.errors import MLFFError
+    from mlff.errors import script_exit
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="stage", required=True)
@@ -112,12 +112,9 @@ def main(argv=None) -> int:
     for s in (ex, ca):
         s.add_argument("--run", default=str(RUN), help="the mlff learn run directory")
     args = p.parse_args(argv)
-    try:
-        export(Path(args.run), Path(args.out)) if args.stage == "export" else card(Path(args.potential), Path(args.run))
-    except MLFFError as err:
-        print(f"fdh_refine_xtb: {err}", file=sys.stderr)
-        return 2
-    return 0
+    if args.stage == "export":
+        return script_exit("fdh_refine_xtb", export, Path(args.run), Path(args.out))
+    return script_exit("fdh_refine_xtb", card, Path(args.potential), Path(args.run))
 
 
 if __name__ == "__main__":

@@ -138,7 +138,11 @@ def _analyse(args) -> None:
     from mlff.md.runlog import read_log
     from mlff.provenance import provenance
 
+    from mlff.errors import MLFFError
+
     out = Path(args.out or DEFAULTS["out"])
+    if not (out / "run.json").is_file():
+        raise MLFFError(f"no run to analyse in {out} (run.json missing): `python workflows/fdh_stability.py run` first")
     run = json.loads((out / "run.json").read_text())
     rows = read_log(out / "log.csv")
     systems = sorted({r["system"] for r in rows})
@@ -283,7 +287,7 @@ def _plot(series: dict, systems, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    from mlff.errors import MLFFError
+    from mlff.errors import script_exit
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="stage", required=True)
@@ -300,12 +304,7 @@ def main(argv=None) -> int:
     for s in (run, ana):
         s.add_argument("--out")
     args = p.parse_args(argv)
-    try:
-        _run(args) if args.stage == "run" else _analyse(args)
-    except MLFFError as err:
-        print(f"fdh_stability: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return script_exit("fdh_stability", _run if args.stage == "run" else _analyse, args)
 
 
 if __name__ == "__main__":

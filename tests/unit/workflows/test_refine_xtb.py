@@ -60,3 +60,9 @@ def test_the_card_section_tells_each_iteration_and_replaces_an_old_one(tmp_path)
     assert "old" not in text and text.count("## Refinement") == 1 and "## Stability\n\nkept" in text
     assert "| 0 | 28 (28) | 370 of 1200 (stopped) | 2.67 | 104 | 4.77 |" in text
     assert "| 1 | 29 (85) | 1200 of 1200 | 2.67 | 103 | 4.77 |" in text
+
+
+def test_a_script_error_is_one_line_and_exit_status_2(capsys):
+    assert refine.main(["export", "--run", "/nonexistent/run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fdh_refine_xtb: no labels at /nonexistent/run/labels.h5") and "Traceback" not in err
