@@ -27,8 +27,7 @@ from mlff.config import load_yaml
 from mlff.errors import MLFFError
 from mlff.md import load_md_config, run_md
 from mlff.md.runlog import read_log
-from mlff.models.store import potential_level
-from mlff.models.store import resolve_potential_path
+from mlff.models.store import potential_level, resolve_potential_path
 
 HERE = Path(__file__).resolve().parent
 

@@ -67,8 +67,8 @@ def history(run: Path) -> list[dict]:
 
 
 def card_section(rows: list[dict]) -> str:
-    lines = ["", "## Refinement", "",
-             "Fine-tuned by `mlff learn workflows/fdh_refine_xtb.yaml` from the first `fdh-cluster-small-xtb` (6 epochs per "
+    """The body of the card's "Refinement" section."""
+    lines = ["Fine-tuned by `mlff learn workflows/fdh_refine_xtb.yaml` from the first `fdh-cluster-small-xtb` (6 epochs per "
              "member; its stability run tripped the monitor after 0.44 ps), with GFN2-xTB as the oracle: MD of 8 replicas "
              "at 400 K and 17 umbrella windows with the current committee, frames chosen by calibrated committee spread "
              "and diversity, labelled with xTB, each member fine-tuned on all labels so far plus 1 500 replayed records "
@@ -90,13 +90,10 @@ def _num(value, fmt: str) -> str:
 
 
 def card(potential_dir: Path, run: Path) -> None:
+    from mlff.models.store import set_card_section
+
     path = potential_dir / "MODEL_CARD.md"
-    text = path.read_text()
-    head = "\n## Refinement\n"
-    before, _, after = text.partition(head)
-    rest = after.split("\n## ", 1)[1] if "\n## " in after else ""
-    text = before.rstrip("\n") + "\n" + card_section(history(run)) + (("\n## " + rest) if rest else "")
-    path.write_text(text)
+    set_card_section(path, "Refinement", card_section(history(run)))
     print(f"wrote the Refinement section of {path}")
 
 

@@ -134,16 +134,17 @@ def reference_check(frames, potential: str, info: dict, last: int = 10) -> dict:
 
 
 def _analyse(args) -> None:
+    from mlff.errors import MLFFError
     from mlff.md.h5md import read_h5md
     from mlff.md.runlog import read_log
     from mlff.provenance import provenance
-
-    from mlff.errors import MLFFError
 
     out = Path(args.out or DEFAULTS["out"])
     if not (out / "run.json").is_file():
         raise MLFFError(f"no run to analyse in {out} (run.json missing): `python workflows/fdh_stability.py run` first")
     run = json.loads((out / "run.json").read_text())
+    config = run.get("config") if isinstance(run.get("config"), dict) else {}
+    frames_of = {}  # replica -> its frames, kept for the reference check only
     rows = read_log(out / "log.csv")
     systems = sorted({r["system"] for r in rows})
     series = {s: [r for r in rows if r["system"] == s] for s in systems}
@@ -168,29 +169,26 @@ def _analyse(args) -> None:
             "closest_contact": closest_contact(frames, info.get("xi_atoms")),
         })
         if args.reference:
-            replicas[-1]["_frames"] = frames
+            frames_of[int(s)] = frames
     t_ps = np.array([r["time_fs"] for r in series[systems[0]]]) / 1000.0
     spread_t = np.array([[r.get("max_force_std", np.nan) for r in series[s]] for s in systems])
     blocks = [{"from_ps": float(a), "to_ps": float(a + 1), "max_force_std_eV_A_mean": _stat(np.mean, spread_t[:, m]),
                "max_force_std_eV_A_max": _stat(np.max, spread_t[:, m])}
               for a in range(int(np.ceil(t_ps[-1]))) if (m := (t_ps > a) & (t_ps <= a + 1)).any()]
-    potential = run.get("config", {}).get("potential", DEFAULTS["potential"]) if isinstance(run.get("config"), dict) else None
+    potential = config.get("potential", DEFAULTS["potential"]) if isinstance(run.get("config"), dict) else None
     reference = None
     if args.reference:
         from mlff.md import read_structure
 
-        config = run.get("config") if isinstance(run.get("config"), dict) else {}
         start = read_structure(config.get("structure", DEFAULTS["structure"])).info
         charge = {k: start[k] for k in ("charge", "multiplicity") if k in start}
         worst = max(replicas, key=lambda r: np.nan_to_num(spread_t[systems.index(r["replica"]), -1], nan=-1))
         reference = {"replica": worst["replica"], "method": "GFN2-xTB (tblite), the labels' level",
-                     **reference_check(worst["_frames"], potential or DEFAULTS["potential"], charge)}
-    for r in replicas:
-        r.pop("_frames", None)
+                     **reference_check(frames_of[worst["replica"]], potential or DEFAULTS["potential"], charge)}
     doc = {"what": "stability of a potential: replicas of Langevin MD of the small FDH cluster in one batch",
            "potential": potential, "reference_check": reference,
            "status": run["status"], "message": run.get("message"), "steps": run["step"],
-           "steps_planned": run.get("config", {}).get("steps"), "timestep_fs": run.get("config", {}).get("timestep_fs"),
+           "steps_planned": config.get("steps"), "timestep_fs": config.get("timestep_fs"),
            "ms_per_step": run.get("ms_per_step"), "device": run.get("device"),
            "monitor_tripped": run["status"] == "stopped",
            "nonreactive_bonds_broken": sum(len(r["broken_nonreactive"]) for r in replicas),
@@ -229,10 +227,9 @@ def _summary(doc: dict) -> str:
 
 
 def _card(path: Path, doc: dict) -> None:
-    text = path.read_text() if path.exists() else ""
-    head = "\n## Stability\n"
-    text = text.split(head)[0].rstrip("\n") + "\n"
-    lines = [head, _summary(doc) + ".", "",
+    from mlff.models.store import set_card_section
+
+    lines = [_summary(doc) + ".", "",
              f"Run: workflows/fdh_stability.py ({doc['replicas'][0]['frames']} frames per replica, "
              f"{doc['ms_per_step']:.1f} ms/step on {doc['device']}; "
              f"{doc['provenance'].get('created_utc', '')}). Plot: stability.png (spread, xi and T against time).", "",
@@ -256,7 +253,7 @@ def _card(path: Path, doc: dict) -> None:
         for e in r["broken_nonreactive"] + r["formed_nonreactive"]:
             kind = "broken" if e in r["broken_nonreactive"] else "formed"
             lines.append(f"\nReplica {r['replica']}: bond {e['atoms']} {kind} at frame {e['first_frame']}.")
-    path.write_text(text + "\n".join(lines) + "\n")
+    set_card_section(path, "Stability", "\n".join(lines))
 
 
 def _mev(value) -> str:

@@ -17,13 +17,19 @@ import numpy as np
 from mlff.errors import MLFFError
 from mlff.learn.config import LearnConfig
 
-__all__ = ["test_errors", "profile_of", "stop_reason", "write_plot"]
+__all__ = ["test_errors", "test_indices", "profile_of", "stop_reason", "write_plot"]
 
 
 def _in(xi: float, interval) -> bool:
     lo = -math.inf if interval[0] is None else float(interval[0])
     hi = math.inf if interval[1] is None else float(interval[1])
     return lo <= xi < hi
+
+
+def test_indices(dataset, tag: str | None) -> np.ndarray | None:
+    """The records of the fixed test set in ``dataset``: those tagged ``tag``, or all (None) without a tag.
+    ``test_errors`` scores them; the replay draw keeps them out of training."""
+    return dataset.indices(tag=tag) if tag is not None else None
 
 
 def test_errors(potential, path: str | None, regions: dict, tag: str | None = None) -> dict | None:
@@ -36,7 +42,7 @@ def test_errors(potential, path: str | None, regions: dict, tag: str | None = No
     from mlff.train.metrics import error_summary, predict
 
     dataset = Dataset(path)
-    records = dataset.read(dataset.indices(tag=tag) if tag is not None else None)
+    records = dataset.read(test_indices(dataset, tag))
     if not records:
         raise MLFFError(f"test.path: {path} holds no records" + (f" tagged {tag!r}" if tag else ""))
     graphs = build_graphs(records, potential.cutoff, device=potential.device, dtype=potential.dtype)

@@ -37,8 +37,10 @@ def replay_set(config: LearnConfig, out: Path) -> Path | None:
     infos, hashes = source.infos(), source.column("geometry_hash")
     test = set()
     if config.test.path is not None:  # never train on the test set
+        from mlff.learn.report import test_indices
+
         tested = Dataset(config.test.path)
-        picked = tested.indices(tag=config.test.tag) if config.test.tag is not None else None
+        picked = test_indices(tested, config.test.tag)
         column = tested.column("geometry_hash")
         test = set(column if picked is None else [column[k] for k in picked])
     usable = np.array([k for k, info in enumerate(infos) if "holdout-scan" not in info.get("tags", [])

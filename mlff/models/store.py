@@ -12,7 +12,8 @@ from mlff.models.config import model_config
 from mlff.models.potential import Potential, _build_member, _dtype
 from mlff.provenance import provenance, sha256_file
 
-__all__ = ["save_potential", "load_potential", "resolve_potential_path", "shipped_potentials", "potential_level"]
+__all__ = ["save_potential", "load_potential", "resolve_potential_path", "shipped_potentials", "potential_level",
+           "set_card_section"]
 
 FORMAT = "mlff.potential"
 FORMAT_VERSION = 1
@@ -106,6 +107,18 @@ def potential_level(path) -> str | None:
     meta = json.loads(card.read_text()).get("metadata", {})
     return meta.get("level_of_theory", "level of theory not recorded in the potential's card")
 
+
+
+def set_card_section(path, title: str, body: str) -> None:
+    """Write ``body`` as the section ``## title`` of the markdown card at ``path``: in place of that section (up to
+    the next ``## `` heading, which stays), or at the end. The checks that add to a card (stability, refinement)
+    write their sections this way, so none drops another's."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else ""
+    head = f"\n## {title}\n"
+    before, found, after = text.partition(head)
+    rest = after.split("\n## ", 1)[1] if found and "\n## " in after else ""
+    path.write_text(before.rstrip("\n") + "\n" + head + "\n" + body.strip("\n") + "\n" + (f"\n## {rest}" if rest else ""))
 
 def model_card(card: dict) -> str:
     m = card["model"]

@@ -77,3 +77,16 @@ def test_from_mace_model_round_trip(small_config, cluster, tmp_path):
 def test_from_mace_model_rejects_other_models():
     with pytest.raises(MLFFError, match="only mace-torch ScaleShiftMACE"):
         Potential.from_mace_model(torch.nn.Linear(2, 2))
+
+
+def test_a_card_section_is_replaced_in_place_and_the_sections_after_it_stay(tmp_path):
+    from mlff.models.store import set_card_section
+
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text("# Potential `p`\n\n## Training\n\nt\n\n## Stability\n\nold\n\n## Refinement\n\nr\n")
+    set_card_section(card, "Stability", "new\n\n| a |")
+    assert card.read_text() == "# Potential `p`\n\n## Training\n\nt\n\n## Stability\n\nnew\n\n| a |\n\n## Refinement\n\nr\n"
+    set_card_section(card, "Checks", "c")  # a new section goes at the end
+    assert card.read_text().endswith("## Refinement\n\nr\n\n## Checks\n\nc\n")
+    set_card_section(tmp_path / "NEW.md", "Stability", "s")
+    assert (tmp_path / "NEW.md").read_text() == "\n\n## Stability\n\ns\n"
