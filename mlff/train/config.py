@@ -27,6 +27,9 @@ class DataConfig:
     holdout_tag: str = "holdout-scan"  # records with this tag never enter training; scored as a scan
     regions: list[str] = field(default_factory=lambda: ["reactant", "ts", "product"])  # tags scored separately
     max_records: int | None = checked(None, ge=1)  # use only the first N records (quick trials)
+    # times each training record of paths[k] is drawn per epoch (e.g. [1, 10]: a small active-learning set
+    # weighted up beside a large one); None: once each. Validation, test and the held-out scan are not repeated.
+    repeat: list[int] | None = None
 
 
 @dataclass
@@ -83,7 +86,10 @@ class TrainConfig:
     bootstrap: bool = True  # resample the training set with replacement for each member (committee > 1)
     # "fit" (least squares on the training set), {symbol: eV}, "model" (keep the model's), or the
     # path of an mlff dataset of isolated atoms (one atom per record, e.g. data/fdh-cluster/isolated_atoms.h5);
-    # None: "fit" for a new model, "model" when fine-tuning
+    # None: "fit" for a new model, "model" when fine-tuning; "shift" (fine-tuning to another level of theory, e.g.
+    # xTB -> DFT): the model's E0s moved by the mean per-atom residual (E_ref - E_model) / N over the training set,
+    # the same for every element, so training starts at the new level's energy offset instead of spending its
+    # first epochs (and the energy weight) on it
     e0s: str | dict[str, float] | None = None
     # "rms_forces" (shift = mean per-atom interaction energy, scale = force RMS) or "none"
     scaling: str = checked("rms_forces", choices=("rms_forces", "none"))
@@ -114,8 +120,13 @@ def _check(c: TrainConfig, where: str) -> None:
         c.data.paths = [c.data.paths]
     if not c.data.paths:
         raise MLFFError(f"{where}: data.paths must list at least one dataset")
+    if c.data.repeat is not None and (len(c.data.repeat) != len(c.data.paths) or min(c.data.repeat) < 1):
+        raise MLFFError(f"{where}: data.repeat needs one whole number >= 1 per entry of data.paths "
+                        f"({len(c.data.paths)}), got {c.data.repeat}")
     if "train" not in c.data.split or "valid" not in c.data.split:
         raise MLFFError(f"{where}: data.split needs 'train' and 'valid' fractions, got {c.data.split}")
+    if c.e0s == "shift" and c.init_from is None:
+        raise MLFFError(f"{where}: e0s: shift moves the E0s of the model being fine-tuned: it needs init_from")
     if not c.model and c.init_from is None:
         raise MLFFError(f"{where}: give 'model' (MACE hyperparameters) or 'init_from' (a model to fine-tune)")
     if c.model and c.init_from is None:
@@ -133,7 +144,7 @@ def load_train_config(path, *, out: str | None = None) -> TrainConfig:
     config = train_config(load_yaml(path), str(path))
     base = Path(path).resolve().parent
     config.data.paths = [str(p if Path(p).is_absolute() or Path(p).exists() else base / p) for p in config.data.paths]
-    if isinstance(config.e0s, str) and config.e0s not in ("fit", "model") and not Path(config.e0s).exists():
+    if isinstance(config.e0s, str) and config.e0s not in ("fit", "model", "shift") and not Path(config.e0s).exists():
         config.e0s = str(base / config.e0s)
     if out is not None:
         config.out = str(out)

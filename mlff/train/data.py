@@ -29,6 +29,7 @@ class Records:
     splits: dict  # split name -> np.ndarray of record indices
     infos: list  # info dict per record (tags, xi, ...)
     sources: list  # {"path", "sha256", "records"} per dataset
+    repeat: np.ndarray | None = None  # [R] draws per epoch of each record when in the training split (data.repeat)
 
 
 def _splits_of(dataset, config, offset: int, infos: list) -> dict:
@@ -48,8 +49,9 @@ def load_records(config) -> Records:
     """All records of ``config.paths`` (a DataConfig), checked for energy and forces, with splits."""
     from mlff.data import Dataset
 
-    atoms, infos, sources, splits = [], [], [], {}
-    for path in config.paths:
+    atoms, infos, sources, splits, times_each = [], [], [], {}, []
+    repeat = config.repeat or [1] * len(config.paths)
+    for path, times in zip(config.paths, repeat):
         dataset = Dataset(path)
         records = dataset.read()
         if config.max_records is not None:
@@ -66,11 +68,13 @@ def load_records(config) -> Records:
         sources.append({"path": str(Path(path).resolve()), "sha256": dataset.checksum(), "records": len(records)})
         atoms += records
         infos += rec_infos
+        times_each.append(np.full(len(records), times, np.int64))
     if not atoms:
         raise MLFFError(f"no records in {', '.join(map(str, config.paths))}")
     if len(splits.get("train", [])) == 0:
         raise MLFFError("the training split is empty: add records or raise data.split['train']")
-    return Records(atoms=atoms, splits=splits, infos=infos, sources=sources)
+    return Records(atoms=atoms, splits=splits, infos=infos, sources=sources,
+                   repeat=np.concatenate(times_each) if config.repeat else None)
 
 
 def check_species(atoms_list, atomic_numbers) -> None:

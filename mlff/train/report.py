@@ -249,17 +249,34 @@ def _card_section(metrics: dict, records, config, e0s, cost: list[dict] | None =
     return "\n".join(lines)
 
 
+def _trained_per_source(records) -> list[int]:
+    """How many records of each dataset are in the training split."""
+    train, out, start = np.unique(records.splits.get("train", [])), [], 0
+    for source in records.sources:
+        out.append(int(np.count_nonzero((train >= start) & (train < start + source["records"]))))
+        start += source["records"]
+    return out
+
+
+def _source_line(source: dict, trained: int) -> str:
+    note = "" if trained else ", never trained on: held out"
+    return f"{_shown(source['path'])} (sha256 {source['sha256']}{note})"
+
+
 def write_outputs(potential, graphs, records, config, run_dir: Path) -> tuple[Path, dict]:
     """metrics.json, plots, and the potential directory ``run_dir/<name>`` with its extended card."""
     from mlff.models.store import save_potential
 
     metrics, preds = compute_metrics(potential, graphs, records, config)
-    test = metrics["splits"].get("test", metrics["splits"].get("valid", {})).get("all", {})
+    scored = next((name for name in ("test", "valid", config.data.holdout_tag)
+                   if metrics["splits"].get(name, {}).get("all", {}).get("n_records")), None)
+    test = metrics["splits"][scored]["all"] if scored else {}
+    label = {"test": "test", "valid": "validation", config.data.holdout_tag: "held-out scan"}.get(scored, "")
     potential.metadata.update({
-        "training_data": "; ".join(f"{_shown(s['path'])} (sha256 {s['sha256']})" for s in records.sources),
+        "training_data": "; ".join(_source_line(s, n) for s, n in zip(records.sources, _trained_per_source(records))),
         "level_of_theory": labels_level(records.infos),
-        "metrics": (f"test: E RMSE {test.get('energy_rmse_meV_atom', float('nan')):.2f} meV/atom, "
-                    f"F RMSE {test.get('forces_rmse_meV_A', float('nan')):.1f} meV/Å") if test else "none",
+        "metrics": (f"{label}: E RMSE {test['energy_rmse_meV_atom']:.2f} meV/atom, "
+                    f"F RMSE {test['forces_rmse_meV_A']:.1f} meV/Å") if test else "none",
         "training": {"config": config.to_dict(), "data": records.sources,
                      "split_sizes": {k: int(len(v)) for k, v in records.splits.items()}, "metrics": metrics},
     })

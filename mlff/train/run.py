@@ -66,7 +66,7 @@ def _model_setup(config: TrainConfig, records: Records, initial: Potential | Non
         cfg.E0s = fit_e0s(atoms, energies, cfg.atomic_numbers)
     elif isinstance(e0s, dict):
         cfg.E0s = dict(e0s)
-    elif e0s != "model":
+    elif e0s not in ("model", "shift"):  # "shift": after the graphs are built (_shift_e0s)
         from mlff.train.e0s import isolated_atom_e0s
 
         cfg.E0s = isolated_atom_e0s(e0s)
@@ -86,6 +86,21 @@ def _model_setup(config: TrainConfig, records: Records, initial: Potential | Non
     return cfg
 
 
+def _shift_e0s(cfg, initial: Potential, graphs, train: np.ndarray, batch_size: int):
+    """``cfg`` with the E0s of ``initial`` moved by the mean per-atom residual (E_ref - E_model) / N of the
+    training records (the committee mean), the same for every element (e0s: shift)."""
+    from ase.data import chemical_symbols
+
+    from mlff.models.config import _atomic_energies
+    from mlff.train.metrics import predict
+
+    p = predict(initial, graphs, train, batch_size)
+    per_atom = float(np.mean((p.energy_ref - p.energy) / p.n_atoms))
+    e0 = _atomic_energies(cfg)[0]
+    cfg.E0s = {chemical_symbols[z]: float(v) + per_atom for z, v in zip(cfg.atomic_numbers, e0)}
+    return model_config(cfg.to_dict())
+
+
 def _member(config: TrainConfig, cfg, initial: Potential | None, k: int, device) -> Potential:
     dtype = _dtype(config.dtype)
     if initial is None:
@@ -102,6 +117,8 @@ def _member(config: TrainConfig, cfg, initial: Potential | None, k: int, device)
 
 def _train_indices(config: TrainConfig, records: Records, k: int) -> np.ndarray:
     train = np.sort(records.splits["train"])
+    if records.repeat is not None:  # data.repeat: some datasets' records drawn several times per epoch
+        train = np.repeat(train, records.repeat[train])
     if config.committee > 1 and config.bootstrap:
         rng = np.random.default_rng(config.seed + 7919 * (k + 1))
         return np.sort(rng.choice(train, size=len(train), replace=True))
@@ -225,6 +242,8 @@ def _train_locked(config: TrainConfig, dist: Dist, resume: bool, on_step, run_di
     initial = load_initial(config.init_from) if config.init_from else None
     cfg = _model_setup(config, records, initial)
     graphs = build_graphs(records.atoms, cfg.r_max, device=dist.device, dtype=_dtype(config.dtype))
+    if config.e0s == "shift":
+        cfg = _shift_e0s(cfg, initial, graphs, np.unique(records.splits["train"]), config.valid_batch_size)
     if initial is None and "avg_num_neighbors" not in config.model:
         cfg.avg_num_neighbors = average_neighbors(graphs, np.unique(records.splits["train"]))
     trained = []

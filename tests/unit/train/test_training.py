@@ -4,6 +4,7 @@ fine-tuning starts from the given model's predictions, and outputs are written w
 import json
 
 import numpy as np
+import pytest
 import torch
 from helpers import assert_equal_weights, config, emt_records, weights
 
@@ -84,6 +85,61 @@ def test_bootstrap_resamples_differ_between_members(small_config, emt_dataset):
         assert len(d) == len(train_set) and set(d.tolist()) <= train_set
         assert len(set(d.tolist())) < len(d)  # with replacement: some records twice
     assert not np.array_equal(draws[0], draws[1]) and not np.array_equal(draws[1], draws[2])
+
+
+def test_repeat_draws_a_dataset_records_several_times_per_epoch(small_config, emt_dataset, tmp_path):
+    from mlff.data import Dataset
+    from mlff.errors import MLFFError
+    from mlff.train.config import train_config
+    from mlff.train.data import load_records
+    from mlff.train.run import _train_indices
+
+    extra = tmp_path / "extra.h5"
+    Dataset.create(extra, description="a small extra set").append(emt_records(10, seed=5))
+    cfg = train_config(config(small_config, emt_dataset, "unused", bootstrap=False))
+    cfg.data.paths, cfg.data.repeat = [str(emt_dataset), str(extra)], [1, 3]
+    records = load_records(cfg.data)
+    n_first = records.sources[0]["records"]
+    train = np.sort(records.splits["train"])
+    draws = _train_indices(cfg, records, 0)
+    counts = np.bincount(draws, minlength=len(records.atoms))
+    assert set(counts[train[train < n_first]]) == {1} and set(counts[train[train >= n_first]]) == {3}
+    assert (train >= n_first).any() and counts[np.setdiff1d(np.arange(len(counts)), train)].sum() == 0
+    assert len(np.unique(records.splits["train"])) == len(records.splits["train"])  # metrics see each once
+    with pytest.raises(MLFFError, match="data.repeat needs one whole number"):
+        train_config(config(small_config, emt_dataset, "unused", data={"paths": [str(emt_dataset)], "repeat": [1, 2]}))
+
+
+def test_e0s_shift_starts_a_finetune_at_the_new_levels_energy_offset(small_potential, small_config, tmp_path):
+    from mlff.data import Dataset
+    from mlff.errors import MLFFError
+    from mlff.train.config import train_config
+    from mlff.train.data import build_graphs, load_records
+    from mlff.train.metrics import predict
+
+    records = emt_records(12, seed=3)
+    for atoms in records:  # "another level of theory": every energy 0.3 eV per atom higher
+        atoms.calc.results["energy"] += 0.3 * len(atoms)
+    path = tmp_path / "shifted.h5"
+    Dataset.create(path, description="EMT + 0.3 eV/atom").append(records)
+    model_file = tmp_path / "foundation.model"
+    small_potential.to_mace_model(model_file)
+    cfg = config(small_config, path, tmp_path / "run", max_epochs=0, init_from=str(model_file), e0s="shift")
+    del cfg["model"]
+    tuned = load_potential(train(cfg).potential_dir)
+    loaded = load_records(train_config(cfg).data)
+    graphs = build_graphs(loaded.atoms, small_potential.cutoff)
+    train_idx = np.unique(loaded.splits["train"])
+    before, after = predict(small_potential, graphs, train_idx), predict(tuned, graphs, train_idx)
+    shift = np.mean((before.energy_ref - before.energy) / before.n_atoms)
+    assert abs(shift) > 0.1  # the E0s had something to absorb
+    assert abs(np.mean((after.energy_ref - after.energy) / after.n_atoms)) < 1e-5  # ... and did
+    np.testing.assert_allclose(after.forces, before.forces, atol=1e-5)  # a constant per atom: forces unchanged
+    e0_key = "0.atomic_energies_fn.atomic_energies"
+    moved = (weights(tuned)[e0_key] - weights(small_potential)[e0_key]).double().numpy()
+    np.testing.assert_allclose(moved, shift, atol=1e-5)  # the same for every element
+    with pytest.raises(MLFFError, match="e0s: shift .* needs init_from"):
+        train_config(config(small_config, path, tmp_path / "x", e0s="shift"))
 
 
 def test_finetune_from_mace_model_starts_at_its_predictions(small_potential, small_config, emt_dataset, tmp_path):

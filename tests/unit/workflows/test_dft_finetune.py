@@ -1,0 +1,82 @@
+"""workflows/fdh_dft_finetune.py: the learning curve of the DFT fine-tuning (resumable, redone when its inputs
+change) and the card section that says which labels the potential saw."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+spec = importlib.util.spec_from_file_location("fdh_dft_finetune", REPO / "workflows" / "fdh_dft_finetune.py")
+finetune = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(finetune)
+
+
+@pytest.fixture
+def short(tmp_path, monkeypatch):
+    """The module on 3 of the shipped DFT labels, with 3 epochs instead of the recipe's."""
+    from mlff.config import load_yaml
+    from mlff.data import Dataset
+
+    recipe = load_yaml(finetune.CONFIG)
+    recipe.update(max_epochs=3)
+    recipe["data"]["paths"] = [str(REPO / "data/fdh-cluster" / Path(p).name) for p in recipe["data"]["paths"]]
+    config = tmp_path / "finetune.yaml"
+    config.write_text(json.dumps(recipe))  # JSON is YAML
+    labels = tmp_path / "dft.h5"
+    Dataset.create(labels, description="3 DFT labels").append(Dataset(finetune.LABELS).read(np.arange(3)))
+    monkeypatch.setattr(finetune, "CONFIG", config)
+    monkeypatch.setattr(finetune, "LABELS", labels)
+    return labels
+
+
+def test_curve_scores_each_start_on_the_heldout_scan_and_resumes(short, tmp_path, capsys):
+    from mlff.data import Dataset
+
+    out = tmp_path / "curve"
+    rows = finetune.curve(out, sizes=[0, 2])
+    got = {(r["start"], r["n_labels"]) for r in rows}
+    assert got == {("xtb", 0), ("xtb", 2), ("scratch", 2), ("xtb", 3), ("scratch", 3)}
+    held = len(Dataset(finetune.HOLDOUT))
+    for r in rows:
+        assert r["holdout_points"] == held and np.isfinite(r["holdout_forces_rmse_meV_A"])
+        assert np.isfinite(r["scan_max_error_kcal_mol"]) and r["scan_max_error_kcal_mol"] >= 0
+    by = {(r["start"], r["n_labels"]): r for r in rows}
+    # DFT labels move the xTB foundation towards DFT, and starting from it beats starting from random weights
+    f = {k: r["holdout_forces_rmse_meV_A"] for k, r in by.items()}
+    assert f[("xtb", 3)] < 0.85 * f[("xtb", 0)] and f[("xtb", 3)] < 0.85 * f[("scratch", 3)]
+    assert (out / "learning_curve.png").stat().st_size > 10_000
+    # a second call trains nothing; new labels redo only the rows that depend on them
+    capsys.readouterr()
+    assert finetune.curve(out, sizes=[0, 2]) == rows and "labels:" not in capsys.readouterr().out
+    Dataset(short).append(Dataset(REPO / "data/fdh-cluster/fdh_small.h5").read([3]))  # a 4th DFT label
+    again = finetune.curve(out, sizes=[0, 2])
+    printed = capsys.readouterr().out
+    assert {(r["start"], r["n_labels"]) for r in again} == got | {("xtb", 4), ("scratch", 4)}
+    assert printed.count("labels:") == 2  # n=0 and n=2 kept: their labels did not change
+    assert [r for r in again if r["n_labels"] in (0, 2)] == [r for r in rows if r["n_labels"] in (0, 2)]
+
+
+def test_card_section_names_every_label_and_the_curve(short, tmp_path):
+    from mlff.data import Dataset
+    from mlff.errors import MLFFError
+
+    potential = tmp_path / "potential"
+    potential.mkdir()
+    with pytest.raises(MLFFError, match="no model card"):
+        finetune.card(potential, tmp_path / "curve")
+    (potential / "MODEL_CARD.md").write_text("# Potential\n\n## Training\n\ntext\n")
+    with pytest.raises(MLFFError, match="no learning curve"):
+        finetune.card(potential, tmp_path / "curve")
+    finetune.curve(tmp_path / "curve", sizes=[0])
+    finetune.card(potential, tmp_path / "curve")
+    text = (potential / "MODEL_CARD.md").read_text()
+    assert "## Training\n\ntext" in text and "## DFT labels and learning curve" in text
+    for a in Dataset(short).read():
+        assert f"| {a.info['xi']:+.2f} |" in text
+    assert "| 0 | GFN2-xTB foundation |" in text and "| 3 | scratch |" in text
+    assert (potential / "dft_learning_curve.png").is_file()

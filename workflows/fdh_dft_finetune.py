@@ -1,0 +1,218 @@
+"""`fdh-cluster-small`: the xTB foundation fine-tuned on the DFT labels, and how far the labels go (issue 13, item 4).
+
+    mlff train workflows/fdh_dft_finetune.yaml          # the committee (all DFT labels so far; minutes on one core)
+    python workflows/fdh_dft_finetune.py curve          # learning curve: xTB-pre-trained vs from scratch
+    python workflows/fdh_dft_finetune.py card runs/fdh-cluster-small-dft/fdh-cluster-small   # labels + curve in its card
+    cp -r runs/fdh-cluster-small-dft/fdh-cluster-small potentials/
+
+`curve` trains one model per (start, number of labels): the first N DFT labels of data/fdh-cluster/fdh_small.h5
+(the queue's order: a round-robin over bins of xi, so every prefix is stratified) for N in 0 (the foundation as it
+is), 1, 2, 4, 8, 16, 25, 50, 100, ... up to all of them; "xtb" starts from member 0 of `fdh-cluster-small-xtb` with the recipe of
+fdh_dft_finetune.yaml, "scratch" from random weights of the same architecture (fdh_xtb_train.yaml's model,
+DFT isolated-atom E0s, the foundation's learning rate 0.01, twice the epochs). Both are scored on the DFT
+held-out scan (fdh_holdout_small.h5, never trained on): force RMSE and the largest error of relative energies
+along xi. Rows go to OUT/curve.jsonl as they finish (a killed run resumes; a row is redone when its labels or
+the held-out scan changed), and OUT/learning_curve.png plots them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "workflows/fdh_dft_finetune.yaml"
+FOUNDATION = REPO / "workflows/fdh_xtb_train.yaml"
+LABELS = REPO / "data/fdh-cluster/fdh_small.h5"
+HOLDOUT = REPO / "data/fdh-cluster/fdh_holdout_small.h5"
+DFT_E0S = REPO / "data/fdh-cluster/isolated_atoms.h5"
+OUT = REPO / "runs/fdh-dft-curve"
+SIZES = (0, 1, 2, 4, 8, 16, 25, 50, 100, 200, 400)  # 0: the xTB foundation as it is
+STARTS = ("xtb", "scratch")
+
+
+def _sizes(n_all: int, sizes) -> list[int]:
+    return sorted({n for n in sizes if 0 <= n < n_all} | {n_all})
+
+
+def _key(hashes, holdout_sha: str) -> str:
+    """What a row depends on: the labels trained on (their geometry hashes) and the held-out scan's checksum."""
+    return hashlib.sha256(("|".join(map(str, hashes)) + holdout_sha).encode()).hexdigest()[:16]
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def curve_config(start: str, labels_path: Path, run_dir: Path, n_labels: int) -> dict:
+    """The training config of one point of the curve (committee of one, no plots); 0 labels: the foundation as
+    it is (no epochs; ``labels_path`` then only fills the training split, which relative energies ignore)."""
+    from mlff.config import load_yaml
+
+    spec = load_yaml(CONFIG)
+    spec.update(out=str(run_dir), name="potential", committee=1, bootstrap=False, plots=False, progress=False,
+                init_from=str(REPO / spec["init_from"]))
+    spec["data"] = dict(spec["data"], paths=[str(labels_path), str(HOLDOUT)])
+    if start == "scratch":
+        spec.pop("init_from")
+        spec.update(model=load_yaml(FOUNDATION)["model"], e0s=str(DFT_E0S), scaling="rms_forces",
+                    max_epochs=2 * spec["max_epochs"])
+        spec["optim"] = dict(spec["optim"], lr=0.01)
+    elif n_labels == 0:
+        spec.update(max_epochs=0)
+    return spec
+
+
+def _score(metrics: dict) -> dict:
+    scan = metrics["splits"].get("holdout-scan", {}).get("all", {})
+    train = metrics["splits"].get("train", {}).get("all", {})
+    scans = list(metrics.get("scans", {}).values())
+    return {"holdout_points": scan.get("n_records", 0), "holdout_forces_rmse_meV_A": scan.get("forces_rmse_meV_A"),
+            "holdout_energy_rmse_meV_atom": scan.get("energy_rmse_meV_atom"),
+            "scan_max_error_kcal_mol": scans[0]["max_abs_error_kcal_mol_mean_aligned"] if scans else None,
+            "train_forces_rmse_meV_A": train.get("forces_rmse_meV_A")}
+
+
+def curve(out: Path, sizes=SIZES) -> list[dict]:
+    """Train and score every missing point of the learning curve; returns all rows."""
+    from mlff.data.store import Dataset
+    from mlff.errors import MLFFError
+    from mlff.train import train
+
+    dataset, holdout = Dataset(LABELS), Dataset(HOLDOUT)
+    labels, hashes = dataset.read(), list(dataset.column("geometry_hash"))
+    if not labels:
+        raise MLFFError(f"no DFT labels in {LABELS}")
+    if len(holdout) < 2:
+        raise MLFFError(f"{HOLDOUT} has {len(holdout)} held-out scan point(s): relative energies need 2")
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / "curve.jsonl"
+    rows = _rows(table)
+    for n in _sizes(len(labels), sizes):
+        key = _key(hashes[:n], holdout.checksum())
+        for start in STARTS if n else ("xtb",):
+            if any(r["start"] == start and r["n_labels"] == n and r["key"] == key for r in rows):
+                continue
+            run_dir, subset = out / f"{start}_{n:03d}", out / f"labels_{max(n, 1):03d}.h5"
+            stale = run_dir / "key"
+            if run_dir.exists() and (not stale.is_file() or stale.read_text() != key):
+                shutil.rmtree(run_dir)  # labels or held-out scan changed since it started
+            _write_subset(labels[:max(n, 1)], hashes[:max(n, 1)], subset)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            stale.write_text(key)
+            t0 = time.perf_counter()
+            result = train(curve_config(start, subset, run_dir, n), resume=(run_dir / "config.json").is_file())
+            if result.status != "done":
+                raise MLFFError(f"training of {run_dir} stopped ({result.status}); run `curve` again to resume")
+            metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+            row = {"start": start, "n_labels": n, "key": key, **_score(metrics),
+                   "wall_s": round(time.perf_counter() - t0, 1)}
+            rows = [r for r in rows if not (r["start"] == start and r["n_labels"] == n)] + [row]
+            table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            print(f"{start:>7} {n:4d} labels: held-out scan F RMSE {row['holdout_forces_rmse_meV_A']:.1f} meV/Å, "
+                  f"relative E max error {row['scan_max_error_kcal_mol']:.2f} kcal/mol", flush=True)
+    plot(rows, out / "learning_curve.png")
+    return rows
+
+
+def _write_subset(records, hashes, path: Path) -> None:
+    """``path`` holding exactly ``records`` (rewritten when it does not)."""
+    from mlff.data.store import Dataset
+    from mlff.learn.state import write_dataset
+
+    if not path.is_file() or list(Dataset(path).column("geometry_hash")) != list(hashes):
+        path.unlink(missing_ok=True)
+        write_dataset(path, records, description=f"the first {len(records)} DFT labels of {LABELS.name}",
+                      require=("energy", "forces"))
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for start, style in zip(STARTS, ("o-", "s--")):
+        mine = sorted((r for r in rows if r["start"] == start), key=lambda r: r["n_labels"])
+        name = "pre-trained on GFN2-xTB" if start == "xtb" else "from scratch"
+        n = [r["n_labels"] for r in mine]
+        axes[0].plot(n, [r["holdout_forces_rmse_meV_A"] for r in mine], style, label=name)
+        axes[1].plot(n, [r["scan_max_error_kcal_mol"] for r in mine], style, label=name)
+    axes[0].axhline(40, color="grey", lw=0.8, ls=":", label="target 40 meV/Å")
+    axes[1].axhline(1, color="grey", lw=0.8, ls=":", label="target 1 kcal/mol")
+    points = max((r["holdout_points"] for r in rows), default=0)
+    for ax, what in zip(axes, ("force RMSE (meV/Å)", "max error, relative energies (kcal/mol)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("DFT labels trained on")
+        ax.set_ylabel(f"held-out DFT scan ({points} points): {what}")
+        ax.legend(fontsize=8)
+    fig.suptitle("B3LYP-D3(BJ)/def2-SVP, C-PCM eps 4: learning curve of the small-cluster MACE")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def card_section(rows: list[dict], labels) -> str:
+    """The card's "DFT labels and learning curve" section: which labels, and the curve's table."""
+    from mlff.data.recipe import region_of
+
+    lines = [f"{len(labels)} DFT labels (B3LYP-D3(BJ)/def2-SVP, C-PCM eps 4; `data/fdh-cluster/fdh_small.h5`), all "
+             "trained on; the test set is the DFT held-out scan (`fdh_holdout_small.h5`, never trained on).", "",
+             "| label | xi (Å) | region | geometry source | DFT wall time (s) |", "|---|---|---|---|---|"]
+    for k, a in enumerate(labels):
+        xi = a.info.get("xi")
+        prov = a.info.get("provenance", {})
+        lines.append(f"| {k} | {xi:+.2f} | {region_of(float(xi)) if xi is not None else '-'} | "
+                     f"{a.info.get('source', prov.get('geometry_source', '-'))} | {prov.get('wall_s', float('nan')):.0f} |")
+    lines += ["", "Learning curve (`python workflows/fdh_dft_finetune.py curve`; one model per point, scored on the "
+              "held-out DFT scan; `learning_curve.png`):", "",
+              "| DFT labels | start | held-out F RMSE (meV/Å) | held-out E RMSE (meV/atom) | relative E max error (kcal/mol) | train F RMSE (meV/Å) |",
+              "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["n_labels"], r["start"])):
+        start = "GFN2-xTB foundation" if r["start"] == "xtb" else "scratch"
+        lines.append(f"| {r['n_labels']} | {start} | {r['holdout_forces_rmse_meV_A']:.1f} | "
+                     f"{r['holdout_energy_rmse_meV_atom']:.2f} | {r['scan_max_error_kcal_mol']:.2f} | "
+                     f"{r['train_forces_rmse_meV_A']:.1f} |")
+    return "\n".join(lines)
+
+
+def card(potential_dir: Path, out: Path) -> None:
+    from mlff.data.store import Dataset
+    from mlff.errors import MLFFError
+    from mlff.models.store import set_card_section
+
+    path = potential_dir / "MODEL_CARD.md"
+    if not path.is_file():
+        raise MLFFError(f"no model card at {path}: train it first (`mlff train workflows/fdh_dft_finetune.yaml`)")
+    rows = _rows(out / "curve.jsonl")
+    if not rows:
+        raise MLFFError(f"no learning curve in {out}: run `python workflows/fdh_dft_finetune.py curve` first")
+    set_card_section(path, "DFT labels and learning curve", card_section(rows, Dataset(LABELS).read()))
+    shutil.copy2(out / "learning_curve.png", potential_dir / "dft_learning_curve.png")
+    print(f"wrote the DFT labels and the learning curve into {path}")
+
+
+def main(argv=None) -> int:
+    from mlff.errors import script_exit
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="stage", required=True)
+    c = sub.add_parser("curve", help="train and score the learning curve (resumable)")
+    c.add_argument("--out", default=str(OUT))
+    c.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="label counts (all labels are always added)")
+    k = sub.add_parser("card", help="the labels and the learning curve into a model card")
+    k.add_argument("potential")
+    k.add_argument("--out", default=str(OUT))
+    args = parser.parse_args(argv)
+    if args.stage == "curve":
+        return script_exit("fdh_dft_finetune", curve, Path(args.out), args.sizes)
+    return script_exit("fdh_dft_finetune", card, Path(args.potential), Path(args.out))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
