@@ -170,7 +170,7 @@ def card_section(rows: list[dict], labels) -> str:
         lines.append(f"| {k} | {xi:+.2f} | {region_of(float(xi)) if xi is not None else '-'} | "
                      f"{a.info.get('source', prov.get('geometry_source', '-'))} | {prov.get('wall_s', float('nan')):.0f} |")
     lines += ["", "Learning curve (`python workflows/fdh_dft_finetune.py curve`; one model per point, scored on the "
-              "held-out DFT scan; `learning_curve.png`):", "",
+              "held-out DFT scan; `dft_learning_curve.png`):", "",
               "| DFT labels | start | held-out F RMSE (meV/Å) | held-out E RMSE (meV/atom) | relative E max error (kcal/mol) | train F RMSE (meV/Å) |",
               "|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["n_labels"], r["start"])):
