@@ -91,19 +91,19 @@ def curve(out: Path, sizes=SIZES) -> list[dict]:
         raise MLFFError(f"{HOLDOUT} has {len(holdout)} held-out scan point(s): relative energies need 2")
     out.mkdir(parents=True, exist_ok=True)
     table = out / "curve.jsonl"
-    rows = _rows(table)
+    rows, holdout_sha = _rows(table), holdout.checksum()
     for n in _sizes(len(labels), sizes):
-        key = _key(hashes[:n], holdout.checksum())
+        key = _key(hashes[:n], holdout_sha)
         for start in STARTS if n else ("xtb",):
             if any(r["start"] == start and r["n_labels"] == n and r["key"] == key for r in rows):
                 continue
             run_dir, subset = out / f"{start}_{n:03d}", out / f"labels_{max(n, 1):03d}.h5"
-            stale = run_dir / "key"
-            if run_dir.exists() and (not stale.is_file() or stale.read_text() != key):
+            key_file = run_dir / "key"
+            if run_dir.exists() and (not key_file.is_file() or key_file.read_text() != key):
                 shutil.rmtree(run_dir)  # labels or held-out scan changed since it started
             _write_subset(labels[:max(n, 1)], hashes[:max(n, 1)], subset)
             run_dir.mkdir(parents=True, exist_ok=True)
-            stale.write_text(key)
+            key_file.write_text(key)
             t0 = time.perf_counter()
             result = train(curve_config(start, subset, run_dir, n), resume=(run_dir / "config.json").is_file())
             if result.status != "done":
@@ -167,7 +167,8 @@ def card_section(rows: list[dict], labels) -> str:
     for k, a in enumerate(labels):
         xi = a.info.get("xi")
         prov = a.info.get("provenance", {})
-        lines.append(f"| {k} | {xi:+.2f} | {region_of(float(xi)) if xi is not None else '-'} | "
+        where = f"{xi:+.2f} | {region_of(float(xi))}" if xi is not None else "- | -"
+        lines.append(f"| {k} | {where} | "
                      f"{a.info.get('source', prov.get('geometry_source', '-'))} | {prov.get('wall_s', float('nan')):.0f} |")
     lines += ["", "Learning curve (`python workflows/fdh_dft_finetune.py curve`; one model per point, scored on the "
               "held-out DFT scan; `dft_learning_curve.png`):", "",
