@@ -254,6 +254,8 @@ class Trainer:
                               train_batches=self.state["train_batches"] + 1)
             if self.on_step is not None:
                 self.on_step(self)
+            if self.progress is not None:
+                self.progress.step(self.state["epoch"] + 1, self.config.max_epochs, b + 1, len(batches))
             if self.dist.any(self.stop_requested or self._signal.received is not None):
                 self.save()
                 return "stopped"

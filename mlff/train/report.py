@@ -36,10 +36,34 @@ def write_log(path, rows: list[dict]) -> None:
 
 
 class EpochReporter:
-    """Epoch progress with epoch time and ETA: a rich bar on a terminal, one line per epoch otherwise."""
+    """Epoch progress with epoch time and ETA: a rich bar on a terminal, one line per epoch otherwise; within an
+    epoch (minutes on a CPU) the steps too: a second bar, or a line every ``step_every_s`` seconds."""
+
+    step_every_s = 60.0
 
     def __init__(self, label: str):
         self.label, self.bar, self.task, self.t0 = label, None, None, time.perf_counter()
+        self.steps_task, self._epoch_t0, self._last_line = None, None, None
+
+    def step(self, epoch: int, total_epochs: int, done: int, total: int) -> None:
+        """Step ``done`` of ``total`` of epoch ``epoch`` (1-based) has run."""
+        now = time.perf_counter()
+        if self._epoch_t0 is None or self._epoch_t0[0] != epoch:  # the rate is timed from this epoch's first step seen
+            self._epoch_t0, self._last_line = (epoch, now, done), now
+        _, t0, first = self._epoch_t0
+        if sys.stderr.isatty():
+            self._bar(total_epochs, epoch - 1, None)
+            if self.steps_task is None:
+                self.steps_task = self.bar.add_task("", total=total, completed=0, detail="", unit="steps")
+            self.bar.update(self.steps_task, total=total, completed=done, description=f"  epoch {epoch} steps")
+            return
+        if done == first or done == total or now - self._last_line < self.step_every_s:
+            return
+        self._last_line = now
+        rate = (done - first) / max(now - t0, 1e-9)
+        eta = (total - done) / rate if rate > 0 else float("nan")
+        print(f"{self.label} epoch {epoch}/{total_epochs}: step {done}/{total}, {rate:.2f} steps/s, epoch ETA {eta:.0f} s",
+              file=sys.stderr, flush=True)
 
     def __call__(self, row: dict, total_epochs: int) -> None:
         epoch = row["epoch"]
@@ -53,21 +77,23 @@ class EpochReporter:
         remaining = (total_epochs - epoch) * row["epoch_time_s"]
         print(f"{self.label} epoch {epoch}/{total_epochs}: {detail}, ETA {remaining:.0f} s", file=sys.stderr, flush=True)
 
-    def _bar(self, total: int, epoch: int, detail: str) -> None:
+    def _bar(self, total: int, epoch: int, detail: str | None) -> None:
+        """The bar with ``epoch`` epochs done (started on first use); ``detail`` None leaves it as it is."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         if self.bar is None:
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[detail]}"),
                                 transient=False)
             self.bar.start()
-            self.task = self.bar.add_task(self.label, total=total, completed=epoch - 1, detail="")
-        self.bar.update(self.task, completed=epoch, detail=detail)
+            self.task = self.bar.add_task(self.label, total=total, completed=epoch, detail="", unit="epochs")
+        if detail is not None:
+            self.bar.update(self.task, completed=epoch, detail=detail)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
-            self.bar = None
+            self.bar, self.steps_task = None, None
 
 
 def compute_metrics(potential, graphs, records, config) -> tuple[dict, dict]:

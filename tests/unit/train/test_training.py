@@ -165,3 +165,18 @@ def test_finetune_from_mace_model_starts_at_its_predictions(small_potential, sma
     a, b = weights(tuned), weights(small_potential)
     changed = [k for k in a if a[k].is_floating_point() and not torch.equal(a[k], b[k])]
     assert changed and "0.atomic_energies_fn.atomic_energies" not in changed
+
+
+def test_progress_reports_steps_within_an_epoch(small_config, emt_dataset, tmp_path, capsys, monkeypatch):
+    from mlff.train.report import EpochReporter
+
+    monkeypatch.setattr(EpochReporter, "step_every_s", 0.0)  # a line at every step (60 s apart otherwise)
+    train(config(small_config, emt_dataset, tmp_path / "run", max_epochs=1, progress=True, bootstrap=False,
+                 data={"paths": [str(emt_dataset)], "max_records": 24, "split": {"train": 0.75, "valid": 0.25}}))
+    err = capsys.readouterr().err
+    steps = [line for line in err.splitlines() if ": step " in line]
+    assert steps and all(line.startswith("member 1/1 epoch 1/1: step ") and "steps/s, epoch ETA" in line for line in steps)
+    done, total = np.array([line.split("step ")[1].split(",")[0].split("/") for line in steps], int).T
+    # the first step only starts the clock, the last one is the epoch's own line
+    assert total[0] >= 4 and set(total) == {total[0]} and list(done) == list(range(2, total[0]))
+    assert "member 1/1 epoch 1/1: loss " in err
