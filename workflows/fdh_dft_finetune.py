@@ -1,14 +1,16 @@
 """`fdh-cluster-small`: the xTB foundation fine-tuned on the DFT labels, and how far the labels go (issue 13, item 4).
 
     mlff train workflows/fdh_dft_finetune.yaml          # the committee (all DFT labels so far; minutes on one core)
-    python workflows/fdh_dft_finetune.py curve          # learning curve: xTB-pre-trained vs from scratch
+    mlff train workflows/fdh_dft_finetune_replay.yaml   # or: the same with xTB data replayed in a second head
+    python workflows/fdh_dft_finetune.py curve          # learning curve: xTB-pre-trained (plain, replay) vs scratch
     python workflows/fdh_dft_finetune.py card runs/fdh-cluster-small-dft/fdh-cluster-small   # labels + curve in its card
     cp -r runs/fdh-cluster-small-dft/fdh-cluster-small potentials/
 
 `curve` trains one model per (start, number of labels): the first N DFT labels of data/fdh-cluster/fdh_small.h5
 (the queue's order: a round-robin over bins of xi, so every prefix is stratified) for N in 0 (the foundation as it
 is), 1, 2, 4, 8, 16, 25, 50, 100, ... up to all of them; "xtb" starts from member 0 of `fdh-cluster-small-xtb` with the recipe of
-fdh_dft_finetune.yaml, "scratch" from random weights of the same architecture (fdh_xtb_train.yaml's model,
+fdh_dft_finetune.yaml, "replay" the same with the recipe of fdh_dft_finetune_replay.yaml (GFN2-xTB records replayed
+in a second head), "scratch" from random weights of the same architecture (fdh_xtb_train.yaml's model,
 DFT isolated-atom E0s, the foundation's learning rate 0.01, twice the epochs). Both are scored on the DFT
 held-out scan (fdh_holdout_small.h5, never trained on): force RMSE and the largest error of relative energies
 along xi. Rows go to OUT/curve.jsonl as they finish (a killed run resumes; a row is redone when its labels or
@@ -26,13 +28,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "workflows/fdh_dft_finetune.yaml"
+REPLAY = REPO / "workflows/fdh_dft_finetune_replay.yaml"
 FOUNDATION = REPO / "workflows/fdh_xtb_train.yaml"
 LABELS = REPO / "data/fdh-cluster/fdh_small.h5"
 HOLDOUT = REPO / "data/fdh-cluster/fdh_holdout_small.h5"
 DFT_E0S = REPO / "data/fdh-cluster/isolated_atoms.h5"
 OUT = REPO / "runs/fdh-dft-curve"
 SIZES = (0, 1, 2, 4, 8, 16, 25, 50, 100, 200, 400)  # 0: the xTB foundation as it is
-STARTS = ("xtb", "scratch")
+STARTS = ("xtb", "replay", "scratch")
+NAMES = {"xtb": "pre-trained on GFN2-xTB", "replay": "pre-trained, xTB replayed in a 2nd head", "scratch": "from scratch"}
 
 
 def _sizes(n_all: int, sizes) -> list[int]:
@@ -53,10 +57,11 @@ def curve_config(start: str, labels_path: Path, run_dir: Path, n_labels: int) ->
     it is (no epochs; ``labels_path`` then only fills the training split, which relative energies ignore)."""
     from mlff.config import load_yaml
 
-    spec = load_yaml(CONFIG)
+    spec = load_yaml(REPLAY if start == "replay" else CONFIG)
     spec.update(out=str(run_dir), name="potential", committee=1, bootstrap=False, plots=False, progress=False,
                 init_from=str(REPO / spec["init_from"]))
-    spec["data"] = dict(spec["data"], paths=[str(labels_path), str(HOLDOUT)])
+    paths = [str(labels_path), str(HOLDOUT)] + [str((CONFIG.parent / p).resolve()) for p in spec["data"]["paths"][2:]]
+    spec["data"] = dict(spec["data"], paths=paths)
     if start == "scratch":
         spec.pop("init_from")
         spec.update(model=load_yaml(FOUNDATION)["model"], e0s=str(DFT_E0S), scaling="rms_forces",
@@ -77,7 +82,7 @@ def _score(metrics: dict) -> dict:
             "train_forces_rmse_meV_A": train.get("forces_rmse_meV_A")}
 
 
-def curve(out: Path, sizes=SIZES) -> list[dict]:
+def curve(out: Path, sizes=SIZES, starts=STARTS) -> list[dict]:
     """Train and score every missing point of the learning curve; returns all rows."""
     from mlff.data.store import Dataset
     from mlff.errors import MLFFError
@@ -94,7 +99,7 @@ def curve(out: Path, sizes=SIZES) -> list[dict]:
     rows, holdout_sha = _rows(table), holdout.checksum()
     for n in _sizes(len(labels), sizes):
         key = _key(hashes[:n], holdout_sha)
-        for start in STARTS if n else ("xtb",):
+        for start in [s for s in starts if s in STARTS] if n else ("xtb",):
             if any(r["start"] == start and r["n_labels"] == n and r["key"] == key for r in rows):
                 continue
             run_dir, subset = out / f"{start}_{n:03d}", out / f"labels_{max(n, 1):03d}.h5"
@@ -137,9 +142,11 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for start, style in zip(STARTS, ("o-", "s--")):
+    for start, style in zip(STARTS, ("o-", "^-", "s--")):
         mine = sorted((r for r in rows if r["start"] == start), key=lambda r: r["n_labels"])
-        name = "pre-trained on GFN2-xTB" if start == "xtb" else "from scratch"
+        if start == "replay":  # it starts where "xtb" does: the foundation as it is
+            mine = sorted([r for r in rows if r["start"] == "xtb" and r["n_labels"] == 0] + mine, key=lambda r: r["n_labels"])
+        name = NAMES[start]
         n = [r["n_labels"] for r in mine]
         axes[0].plot(n, [r["holdout_forces_rmse_meV_A"] for r in mine], style, label=name)
         axes[1].plot(n, [r["scan_max_error_kcal_mol"] for r in mine], style, label=name)
@@ -175,7 +182,7 @@ def card_section(rows: list[dict], labels) -> str:
               "| DFT labels | start | held-out F RMSE (meV/Å) | held-out E RMSE (meV/atom) | relative E max error (kcal/mol) | train F RMSE (meV/Å) |",
               "|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["n_labels"], r["start"])):
-        start = "GFN2-xTB foundation" if r["start"] == "xtb" else "scratch"
+        start = {"xtb": "GFN2-xTB foundation", "replay": "GFN2-xTB foundation, xTB replay head"}.get(r["start"], "scratch")
         lines.append(f"| {r['n_labels']} | {start} | {r['holdout_forces_rmse_meV_A']:.1f} | "
                      f"{r['holdout_energy_rmse_meV_atom']:.2f} | {r['scan_max_error_kcal_mol']:.2f} | "
                      f"{r['train_forces_rmse_meV_A']:.1f} |")
@@ -206,12 +213,13 @@ def main(argv=None) -> int:
     c = sub.add_parser("curve", help="train and score the learning curve (resumable)")
     c.add_argument("--out", default=str(OUT))
     c.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="label counts (all labels are always added)")
+    c.add_argument("--starts", nargs="+", choices=STARTS, default=list(STARTS), help="which starts to train")
     k = sub.add_parser("card", help="the labels and the learning curve into a model card")
     k.add_argument("potential")
     k.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
     if args.stage == "curve":
-        return script_exit("fdh_dft_finetune", curve, Path(args.out), args.sizes)
+        return script_exit("fdh_dft_finetune", curve, Path(args.out), args.sizes, args.starts)
     return script_exit("fdh_dft_finetune", card, Path(args.potential), Path(args.out))
 
 

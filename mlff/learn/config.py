@@ -65,7 +65,9 @@ class LabelConfig:
 class RetrainConfig:
     train: dict = field(default_factory=dict)  # TrainConfig keys but data, init_from, out, name (committee, epochs, ...)
     from_scratch: bool = False  # train every iteration from scratch (train.model) instead of fine-tuning
-    replay: str | None = None  # a dataset replayed in every retraining (e.g. the xTB data), same head
+    # a dataset replayed in every retraining (e.g. the xTB data): in the committee's head at the oracle's level of
+    # theory, in a head of its own at another (mlff.learn.retrain.replay_heads)
+    replay: str | None = None
     replay_records: int = checked(200, ge=1)  # records drawn (seeded) from the replay dataset
 
 

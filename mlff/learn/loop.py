@@ -241,17 +241,12 @@ def _preflight(config: LearnConfig) -> None:
         if path is not None and not Path(path).is_file():
             raise MLFFError(f"{key}: no dataset at {path}")
     if config.retrain.replay is not None:
-        from mlff.data.label import LEVEL_KEYS, levels_of
-        from mlff.data.labelers import make_labeler
+        from mlff.learn.retrain import replay_heads
 
-        level = make_labeler(dict(config.label.oracle)).level()
-        oracle = {k: str(level.get(k, "")) for k in LEVEL_KEYS}
-        other = [lv for lv in levels_of(Dataset(config.retrain.replay)) if lv != oracle]
-        if other:
-            raise MLFFError(f"retrain.replay: {config.retrain.replay} holds labels at another level of theory "
-                            f"({other[0]['method']} {other[0]['functional']}) than the oracle's ({oracle['method']} "
-                            f"{oracle['functional']}); replay in a second head is not implemented: replay data at "
-                            "the oracle's level, or none")
+        if replay_heads(config) is not None and config.retrain.from_scratch:
+            raise MLFFError(f"retrain.replay: {config.retrain.replay} is at another level of theory than the oracle, "
+                            "so it is replayed in a head of its own, which fine-tunes the previous committee: "
+                            "it cannot be combined with retrain.from_scratch")
     if config.test.path is not None:
         test = Dataset(config.test.path)
         n = len(test.indices(tag=config.test.tag)) if config.test.tag is not None else len(test)

@@ -3,7 +3,10 @@ previous iteration, each on its own bootstrap resample (``mlff.train``: resumabl
 
 Splits come from each record's ``learn_split`` ("train"/"valid", set at selection); the fixed test set is
 never among the training data. The replay set (e.g. xTB labels, to keep the short-range repulsion) is a
-seeded draw of ``replay_records`` records written once to ``OUT/replay.h5``, trained in the same head.
+seeded draw of ``replay_records`` records written once to ``OUT/replay.h5``: at the oracle's level it trains in
+the same head; at another level in a head of its own (``replay_heads``: MACE multi-head fine-tuning, the
+committee's own head being the oracle's), so that it shapes the shared trunk without pulling the oracle's head
+towards its level.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from mlff.errors import MLFFError
 from mlff.learn.config import LearnConfig
 from mlff.learn.state import write_dataset
 
-__all__ = ["retrain", "train_initial", "replay_set", "SPLIT_KEY"]
+__all__ = ["retrain", "train_initial", "replay_set", "replay_heads", "SPLIT_KEY"]
 
 SPLIT_KEY = "learn_split"
 
@@ -58,6 +61,28 @@ def replay_set(config: LearnConfig, out: Path) -> Path | None:
     return path
 
 
+def _head_name(level: dict) -> str:
+    return "".join(c if c.isalnum() else "-" for c in (level.get("method") or "labels").lower()).strip("-") or "labels"
+
+
+def replay_heads(config: LearnConfig) -> list[str] | None:
+    """``data.heads`` for [labels, replay] when the replay dataset is at another level of theory than the oracle
+    (named after the levels' methods, e.g. ["dft", "gfn2-xtb"]); None when both are one level (one head)."""
+    if config.retrain.replay is None:
+        return None
+    from mlff.data.label import LEVEL_KEYS, levels_of
+    from mlff.data.labelers import make_labeler
+    from mlff.data.store import Dataset
+
+    level = make_labeler(dict(config.label.oracle)).level()
+    oracle = {k: str(level.get(k, "")) for k in LEVEL_KEYS}
+    others = [lv for lv in levels_of(Dataset(config.retrain.replay)) if lv != oracle]
+    if not others:
+        return None
+    own, replayed = _head_name(oracle), _head_name(others[0])
+    return [own, replayed if replayed != own else f"{own}-replay"]
+
+
 def _run(train_config: dict) -> dict:
     from mlff.train import train
 
@@ -87,6 +112,9 @@ def retrain(config: LearnConfig, previous: str, labels: Path, replay: Path | Non
     spec = {"device": config.device, "progress": config.progress, "committee": committee, **config.retrain.train}
     data = {"paths": [str(labels)] + ([str(replay)] if replay is not None else []), "split_key": SPLIT_KEY,
             "regions": []}
+    heads = replay_heads(config) if replay is not None else None
+    if heads is not None:
+        data["heads"] = heads
     spec.update(data=data, out=str(it_dir / "train"), name="potential")
     if not config.retrain.from_scratch:
         spec["init_from"] = str(previous)

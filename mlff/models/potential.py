@@ -135,7 +135,7 @@ class Potential(torch.nn.Module):
         return self
 
     # ---- evaluation ---------------------------------------------------------------------------
-    def _mace_input(self, graph: Graph, positions: torch.Tensor, cell: torch.Tensor) -> dict:
+    def _mace_input(self, graph: Graph, positions: torch.Tensor, cell: torch.Tensor, heads=None) -> dict:
         index = self.species_index[graph.numbers]
         capturing = index.is_cuda and torch.cuda.is_current_stream_capturing()  # no host sync inside a CUDA graph
         if not capturing and bool((index < 0).any()):
@@ -153,11 +153,15 @@ class Potential(torch.nn.Module):
             "positions": positions, "cell": cell, "edge_index": graph.edge_index, "shifts": shifts,
             "unit_shifts": graph.unit_shifts, "batch": graph.system_idx, "ptr": ptr,
             "node_attrs": torch.nn.functional.one_hot(index, len(self.config.atomic_numbers)).to(positions.dtype),
-            "head": torch.full((n_systems,), self.config.heads.index(self.head), dtype=torch.int64, device=positions.device),
+            "head": heads.to(positions.device) if heads is not None else
+            torch.full((n_systems,), self.config.heads.index(self.head), dtype=torch.int64, device=positions.device),
         }
 
-    def evaluate(self, graph: Graph, *, forces: bool = True, stress: bool = False, training: bool = False) -> dict:
-        """Energies, forces (-dE/dr) and stress ((1/V) dE/dstrain) of every system in ``graph``."""
+    def evaluate(self, graph: Graph, *, forces: bool = True, stress: bool = False, training: bool = False,
+                 heads: torch.Tensor | None = None) -> dict:
+        """Energies, forces (-dE/dr) and stress ((1/V) dE/dstrain) of every system in ``graph``, through the
+        potential's head ``self.head``, or per system through ``heads`` ([S] indices into ``config.heads``:
+        training on data of several levels of theory)."""
         graph = graph.to(self.device, self.dtype)
         members = self._fast if (self._fast is not None and not training) else self.members
         need_grad = forces or stress
@@ -170,7 +174,7 @@ class Potential(torch.nn.Module):
                 sym = 0.5 * (strain + strain.transpose(1, 2))
                 positions = positions + torch.einsum("nk,nkl->nl", positions, sym[graph.system_idx])
                 cell = cell + cell @ sym
-            data = self._mace_input(graph, positions, cell)
+            data = self._mace_input(graph, positions, cell, heads)
             energies = torch.stack([m(dict(data), training=training, compute_force=False)["energy"] for m in members])
             out = {"energy": energies.mean(0)}
             if need_grad:

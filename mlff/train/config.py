@@ -30,6 +30,14 @@ class DataConfig:
     # times each training record of paths[k] is drawn per epoch (e.g. [1, 10]: a small active-learning set
     # weighted up beside a large one); None: once each. Validation, test and the held-out scan are not repeated.
     repeat: list[int] | None = None
+    # the head each entry of paths trains (e.g. [dft, xtb]): data at other levels of theory, replayed in heads of
+    # their own beside the potential's head, which is that of paths[0] (MACE multi-head fine-tuning; needs
+    # init_from: the new heads start as the source model's). Records of the other heads only train: their
+    # valid/test/held-out records are not used, and the errors in the card are those of the potential's head.
+    heads: list[str] | None = None
+    # per entry of paths: at most this many of its training records (a draw seeded by split_seed, fixed for the
+    # run), None for all; e.g. [null, 1000]: a replay set drawn from a large dataset
+    train_records: list[int | None] | None = None
 
 
 @dataclass
@@ -123,6 +131,15 @@ def _check(c: TrainConfig, where: str) -> None:
     if c.data.repeat is not None and (len(c.data.repeat) != len(c.data.paths) or min(c.data.repeat) < 1):
         raise MLFFError(f"{where}: data.repeat needs one whole number >= 1 per entry of data.paths "
                         f"({len(c.data.paths)}), got {c.data.repeat}")
+    for key in ("heads", "train_records"):
+        value = getattr(c.data, key)
+        if value is not None and len(value) != len(c.data.paths):
+            raise MLFFError(f"{where}: data.{key} needs one entry per entry of data.paths ({len(c.data.paths)}), "
+                            f"got {value}")
+    if c.data.train_records is not None and any(n is not None and n < 1 for n in c.data.train_records):
+        raise MLFFError(f"{where}: data.train_records entries must be >= 1 or null, got {c.data.train_records}")
+    if c.data.heads is not None and len(set(c.data.heads)) > 1 and c.init_from is None:
+        raise MLFFError(f"{where}: data.heads with several heads fine-tunes a trained model: it needs init_from")
     if "train" not in c.data.split or "valid" not in c.data.split:
         raise MLFFError(f"{where}: data.split needs 'train' and 'valid' fractions, got {c.data.split}")
     if c.e0s == "shift" and c.init_from is None:

@@ -30,6 +30,8 @@ class Records:
     infos: list  # info dict per record (tags, xi, ...)
     sources: list  # {"path", "sha256", "records"} per dataset
     repeat: np.ndarray | None = None  # [R] draws per epoch of each record when in the training split (data.repeat)
+    heads: np.ndarray | None = None  # [R] the head each record trains (data.heads); None: the potential's head
+    target_head: str | None = None  # data.heads[0]: the potential's head, the one its errors are reported for
 
 
 def _splits_of(dataset, config, offset: int, infos: list) -> dict:
@@ -45,36 +47,63 @@ def _splits_of(dataset, config, offset: int, infos: list) -> dict:
     return out
 
 
+def _restricted(split: dict, infos: list, n_train: int | None, replayed: bool, seed: int) -> dict:
+    """Splits of one dataset under data.train_records (a seeded draw of its training records) and data.heads
+    (a dataset replayed in another head than the potential's only trains, and never with the records of its own
+    test split, ``info["split"] == "test"``, as mlff learn's replay draw)."""
+    if replayed:
+        train = split.get("train", np.zeros(0, np.int64))
+        split = {"train": train[np.array([infos[k].get("split") != "test" for k in train], bool)]}
+    train = split.get("train")
+    if n_train is not None and train is not None and len(train) > n_train:
+        rng = np.random.default_rng(seed)
+        split = dict(split, train=np.sort(rng.choice(train, size=n_train, replace=False)))
+    return split
+
+
 def load_records(config) -> Records:
-    """All records of ``config.paths`` (a DataConfig), checked for energy and forces, with splits."""
+    """The records of ``config.paths`` (a DataConfig), checked for energy and forces, with splits. A dataset
+    replayed in another head (data.heads) is read only as far as it trains (its data.train_records draw)."""
     from mlff.data import Dataset
 
-    atoms, infos, sources, splits, times_each = [], [], [], {}, []
+    atoms, infos, sources, splits, times_each, heads = [], [], [], {}, [], []
     repeat = config.repeat or [1] * len(config.paths)
-    for path, times in zip(config.paths, repeat):
+    head_of = config.heads or [None] * len(config.paths)
+    draws = config.train_records or [None] * len(config.paths)
+    for number, (path, times, head, n_train) in enumerate(zip(config.paths, repeat, head_of, draws)):
         dataset = Dataset(path)
-        records = dataset.read()
-        if config.max_records is not None:
-            records = records[: config.max_records]
-        for k, a in enumerate(records):
+        all_infos = dataset.infos()[: config.max_records]
+        replayed = head is not None and head != head_of[0]
+        split = _restricted(_splits_of(dataset, config, 0, all_infos), all_infos, n_train, replayed,
+                            config.split_seed + number)
+        keep = np.unique(np.concatenate([np.zeros(0, np.int64), *split.values()])) if replayed \
+            else np.arange(len(all_infos))
+        records = dataset.read(keep)
+        for k, a in zip(keep, records):
             results = getattr(a.calc, "results", {}) or {}
             for key in ("energy", "forces"):
                 if results.get(key) is None:
                     raise MLFFError(f"{path} record {k} has no {key}: training needs DFT energies and forces "
                                     f"for every record (label the dataset first: `mlff data label`)")
-        rec_infos = [a.info for a in records]
-        for name, idx in _splits_of(dataset, config, len(atoms), rec_infos).items():
-            splits[name] = np.concatenate([splits.get(name, np.zeros(0, np.int64)), idx])
-        sources.append({"path": str(Path(path).resolve()), "sha256": dataset.checksum(), "records": len(records)})
+        position = np.full(len(all_infos), -1, np.int64)
+        position[keep] = len(atoms) + np.arange(len(keep))
+        for name, idx in split.items():
+            splits[name] = np.concatenate([splits.get(name, np.zeros(0, np.int64)), position[idx]])
+        source = {"path": str(Path(path).resolve()), "sha256": dataset.checksum(), "records": len(records)}
+        if len(records) < len(all_infos):
+            source["drawn_from"] = len(all_infos)
+        sources.append(source)
         atoms += records
-        infos += rec_infos
+        infos += [a.info for a in records]
         times_each.append(np.full(len(records), times, np.int64))
+        heads += [head] * len(records)
     if not atoms:
         raise MLFFError(f"no records in {', '.join(map(str, config.paths))}")
     if len(splits.get("train", [])) == 0:
         raise MLFFError("the training split is empty: add records or raise data.split['train']")
     return Records(atoms=atoms, splits=splits, infos=infos, sources=sources,
-                   repeat=np.concatenate(times_each) if config.repeat else None)
+                   repeat=np.concatenate(times_each) if config.repeat else None,
+                   heads=np.array(heads) if config.heads else None, target_head=head_of[0])
 
 
 def check_species(atoms_list, atomic_numbers) -> None:

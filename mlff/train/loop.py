@@ -42,16 +42,18 @@ class Trainer:
     """Trains member 0 of ``potential`` on records ``train_idx`` of ``graphs`` (a GraphSet on the device).
 
     ``train_idx`` may repeat records (a bootstrap resample). ``run_dir`` receives ``checkpoint.pt``.
+    ``heads`` ([R] indices into the model's heads, or None: the potential's head) is the head each record trains.
     ``on_step(trainer)`` is called after every optimizer step (tests use it to stop a run midway).
     """
 
     def __init__(self, potential, graphs, train_idx, valid_idx, config, run_dir, *, seed: int,
-                 dist: Dist | None = None, on_step=None, progress=None):
+                 dist: Dist | None = None, on_step=None, progress=None, heads=None):
         self.potential, self.graphs, self.config, self.seed = potential, graphs, config, seed
         self.model = potential.members[0]
         self.train_idx, self.valid_idx = np.asarray(train_idx, np.int64), np.asarray(valid_idx, np.int64)
         self.dist = dist or Dist()
         self.on_step, self.progress = on_step, progress
+        self.heads = None if heads is None else torch.as_tensor(heads, dtype=torch.int64, device=potential.device)
         self.checkpoint_path = Path(run_dir) / "checkpoint.pt"
         self.n_atoms = graphs.n_atoms.cpu().numpy()
         self.has_stress = graphs.has_stress.cpu().numpy()
@@ -143,7 +145,8 @@ class Trainer:
         for part, stress in ((local[with_stress], True), (local[~with_stress], False)):
             if len(part):
                 graph, labels = self.graphs.batch(part)
-                out = self.potential.evaluate(graph, forces=True, stress=stress, training=True)
+                heads = None if self.heads is None else self.heads[torch.as_tensor(part, device=self.heads.device)]
+                out = self.potential.evaluate(graph, forces=True, stress=stress, training=True, heads=heads)
                 part_loss = self._loss(out, labels, len(batch), n_atoms, n_stress)
                 part_loss.backward()
                 loss = loss + part_loss.detach()

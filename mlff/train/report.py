@@ -100,6 +100,8 @@ def compute_metrics(potential, graphs, records, config) -> tuple[dict, dict]:
     """Errors per split and per region tag, the held-out scan check; and the predictions behind them."""
     metrics, preds = {"splits": {}, "scans": {}}, {}
     for split, index in records.splits.items():
+        if records.heads is not None:  # data.heads: the errors of the potential's own head
+            index = index[records.heads[index] == records.target_head]
         if len(index) == 0:
             continue
         p = predict(potential, graphs, np.sort(index), config.valid_batch_size)
@@ -142,6 +144,23 @@ def _describe_level(level: dict) -> str:
         text = method
     extras = ", ".join(v for v in (level["dispersion"], level["solvent"], level["code"]) if v)
     return text + (f" ({extras})" if extras else "") + ("" if method.upper() == "DFT" else " -- NOT DFT")
+
+
+def _infos_of_head(records, head: str | None = None) -> list:
+    """Infos of the records that train ``head`` (default: the potential's own head; all without data.heads)."""
+    if records.heads is None:
+        return records.infos
+    head = records.target_head if head is None else head
+    return [info for info, h in zip(records.infos, records.heads) if h == head]
+
+
+def replayed_heads(records) -> dict:
+    """data.heads: {head: {"level", "records"}} of the heads other than the potential's (the replayed data)."""
+    if records.heads is None:
+        return {}
+    train = np.unique(records.splits.get("train", []))
+    return {h: {"level": labels_level(_infos_of_head(records, h)), "train_records": int(np.sum(records.heads[train] == h))}
+            for h in dict.fromkeys(records.heads.tolist()) if h != records.target_head}
 
 
 def _reference_name(infos) -> str:
@@ -248,10 +267,14 @@ def _cost_line(cost: list[dict], config) -> str:
 
 
 def _card_section(metrics: dict, records, config, e0s, cost: list[dict] | None = None) -> str:
-    data = ", ".join(f"`{_shown(s['path'])}` ({s['records']} records, sha256 `{s['sha256'][:16]}…`)"
-                     for s in records.sources)
-    reference = _reference_name(records.infos)
-    lines = ["", "## Training", "", f"Level of theory of the labels: **{labels_level(records.infos)}**", "",
+    data = ", ".join(f"`{_shown(s['path'])}` ({s['records']} records"
+                     + (f" drawn from {s['drawn_from']}" if s.get("drawn_from") else "")
+                     + f", sha256 `{s['sha256'][:16]}…`)" for s in records.sources)
+    reference = _reference_name(_infos_of_head(records))
+    replayed = "".join(f"; replayed in head `{h}` (training only, errors below not of it): {r['level']}, "
+                       f"{r['train_records']} training records" for h, r in replayed_heads(records).items())
+    lines = ["", "## Training", "", f"Level of theory of the labels: **{labels_level(_infos_of_head(records))}**"
+             + (f" (head `{records.target_head}`){replayed}" if replayed else ""), "",
              f"Data: {data}",
              f"Split sizes: {', '.join(f'{k} {len(v)}' for k, v in records.splits.items())}; E0s (eV): {e0s}", "",
              "| split | region | records | E RMSE (meV/atom) | E MAE (meV/atom) | F RMSE (meV/Å) | F MAE (meV/Å) |",
@@ -300,7 +323,8 @@ def write_outputs(potential, graphs, records, config, run_dir: Path) -> tuple[Pa
     label = {"test": "test", "valid": "validation", config.data.holdout_tag: "held-out scan"}.get(scored, "")
     potential.metadata.update({
         "training_data": "; ".join(_source_line(s, n) for s, n in zip(records.sources, _trained_per_source(records))),
-        "level_of_theory": labels_level(records.infos),
+        "level_of_theory": labels_level(_infos_of_head(records)),
+        **({"replayed_heads": replayed_heads(records)} if records.heads is not None else {}),
         "metrics": (f"{label}: E RMSE {test['energy_rmse_meV_atom']:.2f} meV/atom, "
                     f"F RMSE {test['forces_rmse_meV_A']:.1f} meV/Å") if test else "none",
         "training": {"config": config.to_dict(), "data": records.sources,
@@ -312,10 +336,10 @@ def write_outputs(potential, graphs, records, config, run_dir: Path) -> tuple[Pa
                                  training_cost(run_dir, config.committee)))
     (run_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "provenance": provenance()}, indent=2) + "\n")
     if config.plots:
-        _parity_plot(preds, run_dir / "parity.png", _reference_name(records.infos))
+        _parity_plot(preds, run_dir / "parity.png", _reference_name(_infos_of_head(records)))
         _learning_curves(run_dir, config.committee, run_dir / "learning_curves.png")
         if metrics["scans"]:
-            _scan_plot(metrics["scans"], run_dir / "scan.png", _reference_name(records.infos))
+            _scan_plot(metrics["scans"], run_dir / "scan.png", _reference_name(_infos_of_head(records)))
         for name in ("parity.png", "learning_curves.png", "scan.png"):  # the potential ships with its plots
             if (run_dir / name).exists():
                 shutil.copy2(run_dir / name, path / name)

@@ -59,7 +59,7 @@ def _model_setup(config: TrainConfig, records: Records, initial: Potential | Non
         cfg = model_config(dict(config.model))
         e0s = config.e0s or "fit"
     check_species(records.atoms, cfg.atomic_numbers)
-    train = np.unique(records.splits["train"])
+    train = _target_train(records)
     atoms = [records.atoms[k] for k in train]
     energies = np.array([a.calc.results["energy"] for a in atoms])
     if e0s == "fit":
@@ -71,6 +71,8 @@ def _model_setup(config: TrainConfig, records: Records, initial: Potential | Non
 
         cfg.E0s = isolated_atom_e0s(e0s)
     cfg = model_config(cfg.to_dict())
+    if records.heads is not None:
+        cfg = _with_heads(cfg, initial, records, e0s)
     if initial is None and config.scaling == "rms_forces":
         given = set(config.model)
         forces = np.concatenate([a.calc.results["forces"] for a in atoms])
@@ -86,6 +88,38 @@ def _model_setup(config: TrainConfig, records: Records, initial: Potential | Non
     return cfg
 
 
+def _target_train(records: Records) -> np.ndarray:
+    """The training records of the potential's own head (all of them without data.heads)."""
+    train = np.unique(records.splits["train"])
+    return train if records.heads is None else train[records.heads[train] == records.target_head]
+
+
+def head_order(names) -> list[str]:
+    """The model's heads for data.heads ``names``: the other heads in order of appearance, then the potential's
+    own head (``names[0]``) last, where ``Potential`` looks for its evaluation head."""
+    others = [h for h in dict.fromkeys(names) if h != names[0]]
+    return others + [names[0]]
+
+
+def _with_heads(cfg, initial: Potential, records: Records, e0s):
+    """``cfg`` with the heads of data.heads: E0s and scale/shift of each head from the source model's head it
+    starts from (mlff.models.heads), the potential's own head with the E0s this run chose (all but "model")."""
+    from mlff.models.config import _atomic_energies
+    from mlff.models.heads import source_heads_for
+
+    heads = head_order(list(dict.fromkeys([records.target_head] + records.heads.tolist())))
+    pick = source_heads_for(heads, initial.config.heads, initial.head)
+    rows = _atomic_energies(initial.config)[pick]
+    if e0s not in ("model", "shift"):
+        rows[-1] = _atomic_energies(cfg)[0]
+    n_src = len(initial.config.heads)
+    scale = np.broadcast_to(np.atleast_1d(initial.config.atomic_inter_scale), n_src)[pick]
+    shift = np.broadcast_to(np.atleast_1d(initial.config.atomic_inter_shift), n_src)[pick]
+    cfg.heads, cfg.E0s = heads, rows.tolist()
+    cfg.atomic_inter_scale, cfg.atomic_inter_shift = [float(x) for x in scale], [float(x) for x in shift]
+    return model_config(cfg.to_dict())
+
+
 def _shift_e0s(cfg, initial: Potential, graphs, train: np.ndarray, batch_size: int):
     """``cfg`` with the E0s of ``initial`` moved by the mean per-atom residual (E_ref - E_model) / N of the
     training records (the committee mean), the same for every element (e0s: shift)."""
@@ -96,8 +130,12 @@ def _shift_e0s(cfg, initial: Potential, graphs, train: np.ndarray, batch_size: i
 
     p = predict(initial, graphs, train, batch_size)
     per_atom = float(np.mean((p.energy_ref - p.energy) / p.n_atoms))
-    e0 = _atomic_energies(cfg)[0]
-    cfg.E0s = {chemical_symbols[z]: float(v) + per_atom for z, v in zip(cfg.atomic_numbers, e0)}
+    rows = _atomic_energies(cfg)
+    if len(rows) > 1:  # several heads: only the potential's own (the last) moves
+        rows[-1] += per_atom
+        cfg.E0s = rows.tolist()
+    else:
+        cfg.E0s = {chemical_symbols[z]: float(v) + per_atom for z, v in zip(cfg.atomic_numbers, rows[0])}
     return model_config(cfg.to_dict())
 
 
@@ -106,13 +144,21 @@ def _member(config: TrainConfig, cfg, initial: Potential | None, k: int, device)
     if initial is None:
         return Potential.build(cfg, seed=config.seed + k, dtype=dtype).to(device)
     member = Potential.build(cfg, seed=config.seed + k, dtype=torch.float64).members[0]
-    state = initial.members[k % initial.committee_size].state_dict()
+    source = initial.members[k % initial.committee_size]
     e0_key = "atomic_energies_fn.atomic_energies"
     fresh_e0 = member.state_dict()[e0_key].clone()
-    member.load_state_dict(state)
+    if list(cfg.heads) != list(initial.config.heads):  # data.heads: each head starts as its source head
+        from mlff.models.heads import transfer_heads
+
+        transfer_heads(source, initial.config.heads, initial.head, member, cfg.heads)
+    else:
+        member.load_state_dict(source.state_dict())
     with torch.no_grad():
         member.atomic_energies_fn.atomic_energies.copy_(fresh_e0)  # the E0s chosen for this run
-    return Potential(cfg, [member.to(dtype)], {"origin": initial.metadata.get("origin", "fine-tuned")}).to(device)
+    potential = Potential(cfg, [member.to(dtype)], {"origin": initial.metadata.get("origin", "fine-tuned")})
+    if config.data.heads is not None:
+        potential.head = cfg.heads[-1]  # data.heads[0], whatever the names (head_order puts it last)
+    return potential.to(device)
 
 
 def _train_indices(config: TrainConfig, records: Records, k: int) -> np.ndarray:
@@ -243,15 +289,16 @@ def _train_locked(config: TrainConfig, dist: Dist, resume: bool, on_step, run_di
     cfg = _model_setup(config, records, initial)
     graphs = build_graphs(records.atoms, cfg.r_max, device=dist.device, dtype=_dtype(config.dtype))
     if config.e0s == "shift":
-        cfg = _shift_e0s(cfg, initial, graphs, np.unique(records.splits["train"]), config.valid_batch_size)
+        cfg = _shift_e0s(cfg, initial, graphs, _target_train(records), config.valid_batch_size)
     if initial is None and "avg_num_neighbors" not in config.model:
         cfg.avg_num_neighbors = average_neighbors(graphs, np.unique(records.splits["train"]))
+    heads = None if records.heads is None else np.array([cfg.heads.index(h) for h in records.heads], np.int64)
     trained = []
     for k in chosen:
         potential = _member(config, cfg, initial, k, dist.device)
         trainer = Trainer(potential, graphs, _train_indices(config, records, k), records.splits.get("valid", []),
                           config, run_dir / f"member_{k:02d}", seed=config.seed + k, dist=dist, on_step=on_step,
-                          progress=_progress(config, dist, k))
+                          progress=_progress(config, dist, k), heads=heads)
         if (resume or members is not None) and trainer.checkpoint_path.is_file():
             trainer.resume()
         status = trainer.run()
@@ -263,6 +310,8 @@ def _train_locked(config: TrainConfig, dist: Dist, resume: bool, on_step, run_di
     if len(chosen) < config.committee:
         return TrainResult("done", run_dir)  # the potential is written once all members are trained
     potential = Potential(cfg, trained, {"origin": _origin(config)})
+    if config.data.heads is not None:
+        potential.head = cfg.heads[-1]
     if not dist.main:
         return TrainResult("done", run_dir)
     from mlff.train.report import write_outputs

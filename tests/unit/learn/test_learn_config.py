@@ -74,14 +74,23 @@ def test_the_shipped_workflow_configs_load(name, monkeypatch):
     assert config.test.tag == "holdout-scan" and config.stop.barrier_tol_kcal_mol == 0.5
 
 
-def test_replay_at_another_level_than_the_oracle_is_refused_before_any_label(tmp_path):
+def test_replay_at_another_level_than_the_oracle_goes_to_a_head_of_its_own(tmp_path):
     from learn_helpers import REPO
 
     from mlff.learn.loop import _preflight
+    from mlff.learn.retrain import replay_heads
 
-    config = learn_config(learn_dict(tmp_path, SETS, retrain={"train": {}, "replay": str(REPO / "data" / "fdh-cluster" / "fdh_small.h5")},
-                                     test={"path": None}))
-    with pytest.raises(MLFFError, match="another level of theory.*second head is not implemented"):
-        _preflight(config)
+    dft = str(REPO / "data" / "fdh-cluster" / "fdh_small.h5")
+    config = learn_config(learn_dict(tmp_path, SETS, retrain={"train": {}, "replay": dft}, test={"path": None}))
+    _preflight(config)  # the xTB oracle with DFT replay data: fine, in two heads
+    assert replay_heads(config) == ["gfn2-xtb", "dft"]  # the committee's own head first (data.heads)
+    same = learn_config(learn_dict(tmp_path, SETS, retrain={"train": {}, "replay": dft}, test={"path": None},
+                                   label={"oracle": {"backend": "pyscf"}}))
+    assert replay_heads(same) is None  # the oracle's own level: one head
+    scratch = learn_config(learn_dict(tmp_path, SETS, retrain={"train": {"model": {"species": ["H", "C", "N", "O"]}},
+                                                             "replay": dft, "from_scratch": True},
+                                      test={"path": None}))
+    with pytest.raises(MLFFError, match="head of its own.*from_scratch"):
+        _preflight(scratch)
     with pytest.raises(MLFFError, match="test.path: no dataset at"):
         _preflight(learn_config(learn_dict(tmp_path, SETS)))

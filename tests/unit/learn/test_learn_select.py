@@ -3,6 +3,8 @@ cap and the budget; farthest points; the fit through the origin; the three stop 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -177,3 +179,30 @@ def test_fill_from_above_the_window_takes_the_least_uncertain_under_the_cap():
     assert _select(spread, xi, x)["chosen"] == [4]  # only frame 4 lies in [0.1, 0.5]
     out = _select(spread, xi, x, max_per_bin=2, budget=4, fill_from_above=True)
     assert out["chosen"] == [4, 1, 3, 2] and out["from_above_window"] == [1, 3, 2]  # 0.6, 0.7 (bin 0 full), 2.0
+
+
+def test_retrain_replays_another_level_in_a_head_of_its_own(tmp_path):
+    """xTB oracle, DFT replay: the fine-tuned committee has a head per level and runs MD in the oracle's."""
+    from learn_helpers import REPO, TINY, XTB, learn_dict
+
+    from mlff import build_potential, load_potential, save_potential
+    from mlff.data import Dataset
+    from mlff.learn.config import learn_config
+    from mlff.learn.retrain import SPLIT_KEY, replay_set, retrain
+    from mlff.train.e0s import isolated_atom_e0s
+
+    labels = Dataset(XTB).read(list(range(6)))
+    for k, atoms in enumerate(labels):
+        atoms.info[SPLIT_KEY] = "valid" if k == 0 else "train"
+    Dataset.create(tmp_path / "labels.h5").append(labels)
+    e0s = isolated_atom_e0s(REPO / "data" / "fdh-cluster" / "isolated_atoms_xtb.h5")
+    save_potential(build_potential({**TINY, "E0s": e0s}, committee=2, seed=0), tmp_path / "previous")
+    dft = str(REPO / "data" / "fdh-cluster" / "fdh_small.h5")
+    config = learn_config(learn_dict(tmp_path / "run", {"seed": XTB, "test": XTB}, retrain={
+        "train": {"max_epochs": 1, "batch_size": 4, "plots": False}, "replay": dft, "replay_records": 4}))
+    replay = replay_set(config, tmp_path / "run")
+    result = retrain(config, str(tmp_path / "previous"), tmp_path / "labels.h5", replay, tmp_path / "iter_001")
+    tuned = load_potential(result["potential"])
+    assert tuned.config.heads == ["dft", "gfn2-xtb"] and tuned.head == "gfn2-xtb" and tuned.committee_size == 2
+    card = (Path(result["potential"]) / "MODEL_CARD.md").read_text()
+    assert "replayed in head `dft`" in card and "4 training records" in card
