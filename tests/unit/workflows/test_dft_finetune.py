@@ -27,6 +27,12 @@ def short(tmp_path, monkeypatch):
     recipe["data"]["paths"] = [str(REPO / "data/fdh-cluster" / Path(p).name) for p in recipe["data"]["paths"]]
     config = tmp_path / "finetune.yaml"
     config.write_text(json.dumps(recipe))  # JSON is YAML
+    replay = load_yaml(finetune.REPLAY)  # the replay recipe with 3 epochs and 8 replayed xTB records
+    replay.update(max_epochs=3)
+    replay["data"] = dict(replay["data"], train_records=[None, None, 8], repeat=[2, 1, 1],
+                          paths=[str(REPO / "data/fdh-cluster" / Path(p).name) for p in replay["data"]["paths"]])
+    (tmp_path / "replay.yaml").write_text(json.dumps(replay))
+    monkeypatch.setattr(finetune, "REPLAY", tmp_path / "replay.yaml")
     labels = tmp_path / "dft.h5"
     Dataset.create(labels, description="3 DFT labels").append(Dataset(finetune.LABELS).read(np.arange(3)))
     monkeypatch.setattr(finetune, "CONFIG", config)
@@ -40,7 +46,7 @@ def test_curve_scores_each_start_on_the_heldout_scan_and_resumes(short, tmp_path
     out = tmp_path / "curve"
     rows = finetune.curve(out, sizes=[0, 2])
     got = {(r["start"], r["n_labels"]) for r in rows}
-    assert got == {("xtb", 0), ("xtb", 2), ("scratch", 2), ("xtb", 3), ("scratch", 3)}
+    assert got == {("xtb", 0), ("xtb", 2), ("scratch", 2), ("xtb", 3), ("scratch", 3), ("replay", 2), ("replay", 3)}
     held = len(Dataset(finetune.HOLDOUT))
     for r in rows:
         assert r["holdout_points"] == held and np.isfinite(r["holdout_forces_rmse_meV_A"])
@@ -50,14 +56,18 @@ def test_curve_scores_each_start_on_the_heldout_scan_and_resumes(short, tmp_path
     f = {k: r["holdout_forces_rmse_meV_A"] for k, r in by.items()}
     assert f[("xtb", 3)] < 0.85 * f[("xtb", 0)] and f[("xtb", 3)] < 0.85 * f[("scratch", 3)]
     assert (out / "learning_curve.png").stat().st_size > 10_000
+    from mlff import load_potential
+
+    replayed = load_potential(out / "replay_002" / "potential")  # xTB replayed in a head of its own, scored in DFT's
+    assert replayed.config.heads == ["xtb", "dft"] and replayed.head == "dft"
     # a second call trains nothing; new labels redo only the rows that depend on them
     capsys.readouterr()
     assert finetune.curve(out, sizes=[0, 2]) == rows and "labels:" not in capsys.readouterr().out
     Dataset(short).append(Dataset(REPO / "data/fdh-cluster/fdh_small.h5").read([3]))  # a 4th DFT label
     again = finetune.curve(out, sizes=[0, 2])
     printed = capsys.readouterr().out
-    assert {(r["start"], r["n_labels"]) for r in again} == got | {("xtb", 4), ("scratch", 4)}
-    assert printed.count("labels:") == 2  # n=0 and n=2 kept: their labels did not change
+    assert {(r["start"], r["n_labels"]) for r in again} == got | {("xtb", 4), ("scratch", 4), ("replay", 4)}
+    assert printed.count("labels:") == 3  # n=0 and n=2 kept: their labels did not change
     assert [r for r in again if r["n_labels"] in (0, 2)] == [r for r in rows if r["n_labels"] in (0, 2)]
 
 
