@@ -167,7 +167,7 @@ def _label_into(dataset: Dataset, structures, labeler, checkpoint_every: int, pr
             pending[table].append(record)
             if n % checkpoint_every == 0:
                 flush()
-            advance()
+            advance(table == "failures", time.perf_counter() - began)
         flush()
     return LabelSummary(counts["records"], counts["failures"], skipped, len(dataset), time.perf_counter() - start,
                         remaining=len(todo) - n, duplicates=len(structures) - skipped - len(todo),
@@ -175,23 +175,38 @@ def _label_into(dataset: Dataset, structures, labeler, checkpoint_every: int, pr
 
 
 class _progress:
-    """A rich progress bar with rate and ETA (silent when ``enabled`` is False)."""
+    """Progress with rate and ETA: a rich bar on a terminal; otherwise (a batch job's log) one line per structure
+    with its wall time, the mean so far and the ETA; silent when ``enabled`` is False."""
 
     def __init__(self, enabled: bool, total: int, name: str):
         self.enabled, self.total, self.name = enabled, total, name
+        self.bar, self.done, self.failed, self.t0 = None, 0, 0, time.perf_counter()
 
     def __enter__(self):
+        import sys
+
         if not self.enabled:
-            return lambda: None
+            return lambda failed, seconds: None
+        if not sys.stderr.isatty():
+            return self._line
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
         self.bar = Progress("[bold]label", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             TimeRemainingColumn(), transient=False)
         self.bar.start()
         task = self.bar.add_task(self.name, total=self.total)
-        return lambda: self.bar.advance(task)
+        return lambda failed, seconds: self.bar.advance(task)
+
+    def _line(self, failed: bool, seconds: float) -> None:
+        import sys
+
+        self.done, self.failed = self.done + 1, self.failed + failed
+        mean = (time.perf_counter() - self.t0) / self.done
+        print(f"label {self.done}/{self.total} ({self.name}): {'FAILED' if failed else 'done'} in {seconds:.0f} s; "
+              f"{mean:.0f} s per structure so far, ETA {mean * (self.total - self.done) / 60:.0f} min"
+              + (f"; {self.failed} failed" if self.failed else ""), file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
-        if self.enabled:
+        if self.bar is not None:
             self.bar.stop()
         return False
