@@ -120,8 +120,16 @@ def curve(out: Path, sizes=SIZES, starts=STARTS) -> list[dict]:
             table.write_text("".join(json.dumps(r) + "\n" for r in rows))
             print(f"{start:>7} {n:4d} labels: held-out scan F RMSE {row['holdout_forces_rmse_meV_A']:.1f} meV/Å, "
                   f"relative E max error {row['scan_max_error_kcal_mol']:.2f} kcal/mol", flush=True)
-    plot(rows, out / "learning_curve.png")
-    return rows
+    current = _current(rows, hashes, holdout_sha)
+    if len(current) < len(rows):  # rows of label sets or held-out scans that are gone
+        table.write_text("".join(json.dumps(r) + "\n" for r in current))
+    plot(current, out / "learning_curve.png")
+    return current
+
+
+def _current(rows: list[dict], hashes, holdout_sha: str) -> list[dict]:
+    """The rows that belong to the labels and the held-out scan there are now."""
+    return [r for r in rows if r["n_labels"] <= len(hashes) and r["key"] == _key(hashes[:r["n_labels"]], holdout_sha)]
 
 
 def _write_subset(records, hashes, path: Path) -> None:
@@ -200,7 +208,12 @@ def card(potential_dir: Path, out: Path) -> None:
     rows = _rows(out / "curve.jsonl")
     if not rows:
         raise MLFFError(f"no learning curve in {out}: run `python workflows/fdh_dft_finetune.py curve` first")
-    set_card_section(path, "DFT labels and learning curve", card_section(rows, Dataset(LABELS).read()))
+    dataset = Dataset(LABELS)
+    current = _current(rows, list(dataset.column("geometry_hash")), Dataset(HOLDOUT).checksum())
+    if len(current) < len(rows) or not any(r["n_labels"] == len(dataset) for r in current):
+        raise MLFFError(f"the learning curve in {out} is older than the DFT labels or the held-out scan: run "
+                        "`python workflows/fdh_dft_finetune.py curve` again")
+    set_card_section(path, "DFT labels and learning curve", card_section(rows, dataset.read()))
     shutil.copy2(out / "learning_curve.png", potential_dir / "dft_learning_curve.png")
     print(f"wrote the DFT labels and the learning curve into {path}")
 

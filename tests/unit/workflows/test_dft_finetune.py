@@ -88,5 +88,8 @@ def test_card_section_names_every_label_and_the_curve(short, tmp_path):
     assert "## Training\n\ntext" in text and "## DFT labels and learning curve" in text
     for a in Dataset(short).read():
         assert f"| {a.info['xi']:+.2f} |" in text
+    Dataset(short).append(Dataset(REPO / "data/fdh-cluster/fdh_small.h5").read([3]))  # a new label: the curve is old
+    with pytest.raises(MLFFError, match="older than the DFT labels"):
+        finetune.card(potential, tmp_path / "curve")
     assert "| 0 | GFN2-xTB foundation |" in text and "| 3 | scratch |" in text
     assert (potential / "dft_learning_curve.png").is_file()
