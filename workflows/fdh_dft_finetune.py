@@ -152,8 +152,6 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for start, style in zip(STARTS, ("o-", "^-", "s--")):
         mine = sorted((r for r in rows if r["start"] == start), key=lambda r: r["n_labels"])
-        if start == "replay":  # it starts where "xtb" does: the foundation as it is
-            mine = sorted([r for r in rows if r["start"] == "xtb" and r["n_labels"] == 0] + mine, key=lambda r: r["n_labels"])
         name = NAMES[start]
         n = [r["n_labels"] for r in mine]
         axes[0].plot(n, [r["holdout_forces_rmse_meV_A"] for r in mine], style, label=name)
