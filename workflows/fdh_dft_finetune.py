@@ -57,10 +57,11 @@ def curve_config(start: str, labels_path: Path, run_dir: Path, n_labels: int) ->
     it is (no epochs; ``labels_path`` then only fills the training split, which relative energies ignore)."""
     from mlff.config import load_yaml
 
-    spec = load_yaml(REPLAY if start == "replay" else CONFIG)
+    recipe = REPLAY if start == "replay" else CONFIG
+    spec = load_yaml(recipe)
     spec.update(out=str(run_dir), name="potential", committee=1, bootstrap=False, plots=False, progress=False,
                 init_from=str(REPO / spec["init_from"]))
-    paths = [str(labels_path), str(HOLDOUT)] + [str((CONFIG.parent / p).resolve()) for p in spec["data"]["paths"][2:]]
+    paths = [str(labels_path), str(HOLDOUT)] + [str((recipe.parent / p).resolve()) for p in spec["data"]["paths"][2:]]
     spec["data"] = dict(spec["data"], paths=paths)
     if start == "scratch":
         spec.pop("init_from")

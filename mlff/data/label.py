@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,8 +184,6 @@ class _progress:
         self.bar, self.done, self.failed, self.t0 = None, 0, 0, time.perf_counter()
 
     def __enter__(self):
-        import sys
-
         if not self.enabled:
             return lambda failed, seconds: None
         if not sys.stderr.isatty():
@@ -198,8 +197,6 @@ class _progress:
         return lambda failed, seconds: self.bar.advance(task)
 
     def _line(self, failed: bool, seconds: float) -> None:
-        import sys
-
         self.done, self.failed = self.done + 1, self.failed + failed
         mean = (time.perf_counter() - self.t0) / self.done
         print(f"label {self.done}/{self.total} ({self.name}): {'FAILED' if failed else 'done'} in {seconds:.0f} s; "

@@ -107,7 +107,7 @@ def _with_heads(cfg, initial: Potential, records: Records, e0s):
     from mlff.models.config import _atomic_energies
     from mlff.models.heads import source_heads_for
 
-    heads = head_order(list(dict.fromkeys([records.target_head] + records.heads.tolist())))
+    heads = head_order([records.target_head] + records.heads.tolist())
     pick = source_heads_for(heads, initial.config.heads, initial.head)
     rows = _atomic_energies(initial.config)[pick]
     if e0s not in ("model", "shift"):
