@@ -3,6 +3,7 @@
     mlff train workflows/fdh_dft_finetune.yaml          # the committee (all DFT labels so far; minutes on one core)
     mlff train workflows/fdh_dft_finetune_replay.yaml   # or: the same with xTB data replayed in a second head
     python workflows/fdh_dft_finetune.py curve          # learning curve: xTB-pre-trained (plain, replay) vs scratch
+    python workflows/fdh_dft_finetune.py cv             # the schedule (max_epochs): 4-fold CV on the training labels
     python workflows/fdh_dft_finetune.py card runs/fdh-cluster-small-dft/fdh-cluster-small   # labels + curve in its card
     cp -r runs/fdh-cluster-small-dft/fdh-cluster-small potentials/
 
@@ -15,6 +16,9 @@ DFT isolated-atom E0s, the foundation's learning rate 0.01, twice the epochs). B
 held-out scan (fdh_holdout_small.h5, never trained on): force RMSE and the largest error of relative energies
 along xi. Rows go to OUT/curve.jsonl as they finish (a killed run resumes; a row is redone when its labels or
 the held-out scan changed), and OUT/learning_curve.png plots them.
+
+`cv` chooses the recipe's schedule without looking at the held-out scan: for each candidate max_epochs, a 4-fold
+cross-validation over the training labels (fixed seeded folds; OUT/cv.jsonl, resumable).
 """
 
 from __future__ import annotations
@@ -128,6 +132,90 @@ def curve(out: Path, sizes=SIZES, starts=STARTS) -> list[dict]:
     return current
 
 
+CV_EPOCHS = (25, 50, 150, 500, 1500)  # candidate schedules for `cv` (the recipe's max_epochs)
+
+
+def cv(out: Path, epochs=CV_EPOCHS, folds: int = 4) -> list[dict]:
+    """K-fold cross-validation of the fine-tuning schedule on the DFT training labels only (never the held-out
+    scan): for each candidate ``max_epochs`` and fold, one model (the recipe, committee of one) trained on the
+    other folds and scored on the left-out labels. Rows go to OUT/cv.jsonl as they finish (resumable); returns
+    one summary per schedule: pooled force RMSE and energy RMSE over all left-out labels."""
+    import numpy as np
+
+    from mlff.calculator import MLFFCalculator
+    from mlff.data.store import Dataset
+    from mlff.errors import MLFFError
+    from mlff.train import train
+
+    dataset = Dataset(LABELS)
+    labels, hashes = dataset.read(), list(dataset.column("geometry_hash"))
+    if len(labels) < 2 * folds:
+        raise MLFFError(f"{len(labels)} DFT labels in {LABELS}: {folds}-fold cross-validation needs {2 * folds}")
+    fold_of = np.random.default_rng(0).permutation(len(labels)) % folds  # fixed: the same folds on every run
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / "cv.jsonl"
+    rows = _rows(table)
+    for n_epochs in epochs:
+        for k in range(folds):
+            train_idx = [i for i in range(len(labels)) if fold_of[i] != k]
+            test_idx = [i for i in range(len(labels)) if fold_of[i] == k]
+            key = _key([hashes[i] for i in train_idx] + ["|"] + [hashes[i] for i in test_idx], str(n_epochs))
+            if any(r["key"] == key for r in rows):
+                continue
+            run_dir, subset = out / f"cv_e{n_epochs:04d}_f{k}", out / f"cv_f{k}.h5"
+            key_file = run_dir / "key"
+            if run_dir.exists() and (not key_file.is_file() or key_file.read_text() != key):
+                shutil.rmtree(run_dir)
+            _write_subset([labels[i] for i in train_idx], [hashes[i] for i in train_idx], subset)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(key)
+            spec = curve_config("xtb", subset, run_dir, len(train_idx))
+            spec["max_epochs"] = n_epochs
+            t0 = time.perf_counter()
+            result = train(spec, resume=(run_dir / "config.json").is_file())
+            if result.status != "done":
+                raise MLFFError(f"training of {run_dir} stopped ({result.status}); run `cv` again to resume")
+            calc = MLFFCalculator(run_dir / "potential", device="cpu")
+            df, de = [], []
+            for i in test_idx:
+                atoms = labels[i].copy()
+                atoms.calc = calc
+                df.append((atoms.get_forces() - labels[i].get_forces()).ravel())
+                de.append((atoms.get_potential_energy() - labels[i].get_potential_energy()) / len(atoms))
+            row = {"max_epochs": n_epochs, "fold": k, "key": key, "labels": _key(hashes, "cv"), "n_train": len(train_idx), "n_test": len(test_idx),
+                   "forces_sq_sum": float(np.sum(np.concatenate(df) ** 2)), "forces_n": int(sum(map(len, df))),
+                   "energy_err_meV_atom": [1000 * e for e in de], "wall_s": round(time.perf_counter() - t0, 1)}
+            rows = [r for r in rows if not (r["max_epochs"] == n_epochs and r["fold"] == k)] + [row]
+            table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            print(f"cv {n_epochs:5d} epochs, fold {k}: F RMSE "
+                  f"{1000 * np.sqrt(row['forces_sq_sum'] / row['forces_n']):.1f} meV/Å on {len(test_idx)} labels",
+                  flush=True)
+    summary = cv_summary(rows, hashes, epochs)
+    for s in summary:
+        print(f"max_epochs {s['max_epochs']:5d}: {s['folds']}-fold CV on {len(labels)} DFT labels: F RMSE "
+              f"{s['cv_forces_rmse_meV_A']:.1f} meV/Å, E RMSE {s['cv_energy_rmse_meV_atom']:.2f} meV/atom")
+    return summary
+
+
+def cv_summary(rows: list[dict], hashes, epochs=None) -> list[dict]:
+    """Per schedule (``epochs``, or every one in ``rows``) of the cross-validation over the labels ``hashes``
+    (rows of other label sets are left out): the pooled force RMSE and the energy RMSE over all left-out labels."""
+    import numpy as np
+
+    rows = [r for r in rows if r.get("labels") == _key(hashes, "cv")]
+    summary = []
+    for n_epochs in sorted({r["max_epochs"] for r in rows}) if epochs is None else epochs:
+        mine = [r for r in rows if r["max_epochs"] == n_epochs]
+        if not mine:
+            continue
+        e = np.concatenate([r["energy_err_meV_atom"] for r in mine])
+        summary.append({"max_epochs": n_epochs, "folds": len(mine),
+                        "cv_forces_rmse_meV_A": 1000 * float(np.sqrt(sum(r["forces_sq_sum"] for r in mine)
+                                                                      / sum(r["forces_n"] for r in mine))),
+                        "cv_energy_rmse_meV_atom": float(np.sqrt(np.mean(e ** 2)))})
+    return summary
+
+
 def _current(rows: list[dict], hashes, holdout_sha: str) -> list[dict]:
     """The rows that belong to the labels and the held-out scan there are now."""
     return [r for r in rows if r["n_labels"] <= len(hashes) and r["key"] == _key(hashes[:r["n_labels"]], holdout_sha)]
@@ -171,8 +259,9 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def card_section(rows: list[dict], labels) -> str:
-    """The card's "DFT labels and learning curve" section: which labels, and the curve's table."""
+def card_section(rows: list[dict], labels, schedules=()) -> str:
+    """The card's "DFT labels and learning curve" section: which labels, the curve's table and (``schedules``,
+    from ``cv_summary``) the cross-validation that chose the schedule."""
     from mlff.data.recipe import region_of
 
     lines = [f"{len(labels)} DFT labels (B3LYP-D3(BJ)/def2-SVP, C-PCM eps 4; `data/fdh-cluster/fdh_small.h5`), all "
@@ -193,6 +282,13 @@ def card_section(rows: list[dict], labels) -> str:
         lines.append(f"| {r['n_labels']} | {start} | {r['holdout_forces_rmse_meV_A']:.1f} | "
                      f"{r['holdout_energy_rmse_meV_atom']:.2f} | {r['scan_max_error_kcal_mol']:.2f} | "
                      f"{r['train_forces_rmse_meV_A']:.1f} |")
+    if schedules:
+        lines += ["", f"Schedule (`python workflows/fdh_dft_finetune.py cv`): {schedules[0]['folds']}-fold "
+                  f"cross-validation on the {len(labels)} training labels (never the held-out scan), one model per "
+                  "fold, errors pooled over the left-out labels:", "",
+                  "| max_epochs | CV F RMSE (meV/Å) | CV E RMSE (meV/atom) |", "|---|---|---|"]
+        lines += [f"| {s['max_epochs']} | {s['cv_forces_rmse_meV_A']:.1f} | {s['cv_energy_rmse_meV_atom']:.2f} |"
+                  for s in schedules]
     return "\n".join(lines)
 
 
@@ -212,7 +308,8 @@ def card(potential_dir: Path, out: Path) -> None:
     if len(current) < len(rows) or not any(r["n_labels"] == len(dataset) for r in current):
         raise MLFFError(f"the learning curve in {out} is older than the DFT labels or the held-out scan: run "
                         "`python workflows/fdh_dft_finetune.py curve` again")
-    set_card_section(path, "DFT labels and learning curve", card_section(rows, dataset.read()))
+    schedules = cv_summary(_rows(out / "cv.jsonl"), list(dataset.column("geometry_hash")))
+    set_card_section(path, "DFT labels and learning curve", card_section(rows, dataset.read(), schedules))
     shutil.copy2(out / "learning_curve.png", potential_dir / "dft_learning_curve.png")
     print(f"wrote the DFT labels and the learning curve into {path}")
 
@@ -226,12 +323,18 @@ def main(argv=None) -> int:
     c.add_argument("--out", default=str(OUT))
     c.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="label counts (all labels are always added)")
     c.add_argument("--starts", nargs="+", choices=STARTS, default=list(STARTS), help="which starts to train")
+    v = sub.add_parser("cv", help="choose the schedule: K-fold cross-validation on the training labels (resumable)")
+    v.add_argument("--out", default=str(OUT))
+    v.add_argument("--epochs", type=int, nargs="+", default=list(CV_EPOCHS), help="candidate max_epochs")
+    v.add_argument("--folds", type=int, default=4)
     k = sub.add_parser("card", help="the labels and the learning curve into a model card")
     k.add_argument("potential")
     k.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
     if args.stage == "curve":
         return script_exit("fdh_dft_finetune", curve, Path(args.out), args.sizes, args.starts)
+    if args.stage == "cv":
+        return script_exit("fdh_dft_finetune", cv, Path(args.out), args.epochs, args.folds)
     return script_exit("fdh_dft_finetune", card, Path(args.potential), Path(args.out))
 
 

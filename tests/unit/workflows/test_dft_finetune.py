@@ -93,3 +93,38 @@ def test_card_section_names_every_label_and_the_curve(short, tmp_path):
         finetune.card(potential, tmp_path / "curve")
     assert "| 0 | GFN2-xTB foundation |" in text and "| 3 | scratch |" in text
     assert (potential / "dft_learning_curve.png").is_file()
+
+
+def test_cv_leaves_every_training_label_out_once_and_never_reads_the_heldout_scan(short, tmp_path, capsys):
+    from mlff.data import Dataset
+    from mlff.errors import MLFFError
+
+    out = tmp_path / "cv"
+    with pytest.raises(MLFFError, match="needs 4"):
+        finetune.cv(out, epochs=[1], folds=2)  # 3 labels: too few for 2 folds of 2
+    Dataset(short).append(Dataset(REPO / "data/fdh-cluster/fdh_small.h5").read([3]))
+    summary = finetune.cv(out, epochs=[1, 2], folds=2)
+    assert [s["max_epochs"] for s in summary] == [1, 2] and all(s["folds"] == 2 for s in summary)
+    for s in summary:
+        assert 0 < s["cv_forces_rmse_meV_A"] < 2000 and np.isfinite(s["cv_energy_rmse_meV_atom"])
+    rows = finetune._rows(out / "cv.jsonl")
+    assert len(rows) == 4 and all(r["n_train"] + r["n_test"] == 4 for r in rows)
+    assert sorted(r["n_test"] for r in rows if r["max_epochs"] == 1) == [2, 2]
+    held = set(Dataset(finetune.HOLDOUT).column("geometry_hash"))
+    trained = set()
+    for k in range(2):  # the folds' training files: the labels only, each left out of exactly one fold
+        got = list(Dataset(out / f"cv_f{k}.h5").column("geometry_hash"))
+        assert len(got) == 2 and not held & set(got)
+        trained |= set(got)
+    assert trained == set(Dataset(short).column("geometry_hash"))
+    # the pooled RMSE is the RMSE over all left-out force components
+    mine = [r for r in rows if r["max_epochs"] == 2]
+    pooled = 1000 * np.sqrt(sum(r["forces_sq_sum"] for r in mine) / sum(r["forces_n"] for r in mine))
+    assert summary[1]["cv_forces_rmse_meV_A"] == pytest.approx(pooled)
+    capsys.readouterr()
+    assert finetune.cv(out, epochs=[1, 2], folds=2) == summary and "fold 0" not in capsys.readouterr().out  # resumed
+    text = finetune.card_section([], Dataset(short).read(), summary)  # the card's schedule table
+    assert "2-fold cross-validation on the 4 training labels" in text
+    assert f"| 1 | {summary[0]['cv_forces_rmse_meV_A']:.1f} | {summary[0]['cv_energy_rmse_meV_atom']:.2f} |" in text
+    Dataset(short).append(Dataset(REPO / "data/fdh-cluster/fdh_small.h5").read([4]))  # new labels: old rows are stale
+    assert finetune.cv_summary(rows, list(Dataset(short).column("geometry_hash"))) == []
