@@ -3,6 +3,7 @@ in one batch, monitors on, then the bonds and the committee spread over time (is
 
     nohup nice python workflows/fdh_stability.py run [--resume] &        # background; SIGTERM -> --resume
     python workflows/fdh_stability.py analyse [--card potentials/fdh-cluster-small-xtb]
+    python workflows/fdh_stability.py run --potential gfn2-xtb --steps 4000 --out out/fdh_stability_xtb   # reference
 
 `analyse` writes OUT/stability.json and OUT/stability.png (committee force spread, xi and temperature against
 time per replica); with --card it also writes the numbers into the potential's directory (stability.json and
@@ -36,6 +37,7 @@ DEFAULTS = {"structure": "fdh-cluster:small:reactant", "potential": "fdh-cluster
 # with the committee of 4: 24 clusters 1.7 s against 3.3 s; 8 clusters 0.64 s); with CUDA graphs on a GPU
 # all_pairs is the usual choice for one cluster
 BONDED, BROKEN, FORMED = 1.2, 1.5, 1.1
+XTB = "gfn2-xtb"  # --potential gfn2-xtb: the same MD with the labels' level (how far xi goes without a potential's holes)
 APART = 2.5  # Å: pairs farther apart at the start are "new contacts" when they close in
 
 
@@ -51,7 +53,18 @@ def _run(args) -> None:
 
     overrides = {k: v for k, v in {"potential": args.potential, "steps": args.steps, "replicas": args.replicas,
                                    "device": args.device, "out": args.out}.items() if v is not None}
-    summary = run_md({**DEFAULTS, **overrides}, resume=args.resume)
+    engine = None
+    if args.potential == XTB:  # the reference level itself (tblite, one calculator per replica on the host)
+        from mlff.data.sampling import xtb_calculator
+        from mlff.md.ase_model import AseCalculatorModel
+        from mlff.md.config import load_md_config, read_structure
+        from mlff.md.engines import BatchEngine
+
+        config = load_md_config({**DEFAULTS, **overrides, "potential": None})
+        engine = BatchEngine(config, read_structure(config.structure), None,
+                             model=AseCalculatorModel(xtb_calculator, name="GFN2-xTB"))
+        overrides["potential"] = None
+    summary = run_md({**DEFAULTS, **overrides}, resume=args.resume, engine=engine)
     print(f"{summary['status']}: {summary['steps_done']} steps, {summary['ms_per_step']:.1f} ms/step"
           + (f"; {summary['message']}" if summary.get("message") else ""))
 

@@ -175,3 +175,32 @@ def test_the_reference_check_sets_the_potential_beside_xtb_on_the_same_frames():
     assert check["frames"] == 2 and check["potential_dE_eV"][0] == 0.0 and check["xtb_dE_eV"][0] == 0.0
     assert abs(check["xtb_dE_eV"][1]) > 1e-4  # a rattle of 0.04 Å costs energy at the xTB level
     assert all(np.isfinite(check["force_error_max_eV_A"]))
+
+
+def test_the_stability_run_with_xtb_itself_steps_on_xtb_forces_and_resumes(tmp_path):
+    pytest.importorskip("tblite")
+    import argparse
+    import json
+
+    import h5py
+
+    from mlff.data.sampling import xtb_calculator
+    from mlff.md import read_structure
+    from mlff.md.h5md import EV_TO_KJ_PER_MOL
+
+    out = tmp_path / "xtb"
+    args = argparse.Namespace(potential="gfn2-xtb", steps=4, replicas=2, device="cpu", out=str(out), resume=False)
+    stability._run(args)
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "finished" and run["steps_done"] == 4 and run["systems"] == 2
+    assert run["config"]["potential"] is None  # no MACE anywhere in the run
+    start = read_structure("fdh-cluster:small:reactant")
+    start.calc = xtb_calculator(start)
+    with h5py.File(out / "trajectory.h5", "r") as f:  # frame 0 of each replica: the start, with xTB's forces
+        for group in ("system_0000", "system_0001"):
+            forces = f[f"particles/{group}/force/value"]
+            assert forces.attrs["unit"] == "kJ mol-1 Angstrom-1"  # H5MD stores kJ/mol/Å (MDAnalysis reads it)
+            np.testing.assert_allclose(forces[0] / EV_TO_KJ_PER_MOL, start.get_forces(), atol=2e-3)
+    stability._run(argparse.Namespace(**{**vars(args), "steps": 6, "resume": True}))
+    run = json.loads((out / "run.json").read_text())
+    assert run["step"] == 6 and run["steps_done"] == 2 and run["resumed"]
