@@ -14,8 +14,8 @@ fdh_dft_finetune.yaml, "replay" the same with the recipe of fdh_dft_finetune_rep
 in a second head), "scratch" from random weights of the same architecture (fdh_xtb_train.yaml's model,
 DFT isolated-atom E0s, the foundation's learning rate 0.01, twice the epochs). Both are scored on the DFT
 held-out scan (fdh_holdout_small.h5, never trained on): force RMSE and the largest error of relative energies
-along xi. Rows go to OUT/curve.jsonl as they finish (a killed run resumes; a row is redone when its labels or
-the held-out scan changed), and OUT/learning_curve.png plots them.
+along xi. Rows go to OUT/curve.jsonl as they finish (a killed run resumes; a row is redone when its labels,
+the held-out scan or the foundation's weights changed), and OUT/learning_curve.png plots them.
 
 `cv` chooses the recipe's schedule without looking at the held-out scan: for each candidate max_epochs, a 4-fold
 cross-validation over the training labels (fixed seeded folds; OUT/cv.jsonl, resumable).
@@ -45,6 +45,15 @@ NAMES = {"xtb": "pre-trained on GFN2-xTB", "replay": "pre-trained, xTB replayed 
 
 def _sizes(n_all: int, sizes) -> list[int]:
     return sorted({n for n in sizes if 0 <= n < n_all} | {n_all})
+
+
+def _foundation() -> str:
+    """The checksum of the foundation the recipe fine-tunes (its weights files): rows made from another are stale."""
+    from mlff.config import load_yaml
+
+    path = REPO / load_yaml(CONFIG)["init_from"] / "potential.json"
+    files = json.loads(path.read_text())["sha256"]
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _key(hashes, holdout_sha: str) -> str:
@@ -101,7 +110,7 @@ def curve(out: Path, sizes=SIZES, starts=STARTS) -> list[dict]:
         raise MLFFError(f"{HOLDOUT} has {len(holdout)} held-out scan point(s): relative energies need 2")
     out.mkdir(parents=True, exist_ok=True)
     table = out / "curve.jsonl"
-    rows, holdout_sha = _rows(table), holdout.checksum()
+    rows, holdout_sha = _rows(table), holdout.checksum() + _foundation()
     for n in _sizes(len(labels), sizes):
         key = _key(hashes[:n], holdout_sha)
         for start in [s for s in starts if s in STARTS] if n else ("xtb",):
@@ -159,7 +168,7 @@ def cv(out: Path, epochs=CV_EPOCHS, folds: int = 4) -> list[dict]:
         for k in range(folds):
             train_idx = [i for i in range(len(labels)) if fold_of[i] != k]
             test_idx = [i for i in range(len(labels)) if fold_of[i] == k]
-            key = _key([hashes[i] for i in train_idx] + ["|"] + [hashes[i] for i in test_idx], str(n_epochs))
+            key = _key([hashes[i] for i in train_idx] + ["|"] + [hashes[i] for i in test_idx], f"{n_epochs}{_foundation()}")
             if any(r["key"] == key for r in rows):
                 continue
             run_dir, subset = out / f"cv_e{n_epochs:04d}_f{k}", out / f"cv_f{k}.h5"
@@ -182,7 +191,8 @@ def cv(out: Path, epochs=CV_EPOCHS, folds: int = 4) -> list[dict]:
                 atoms.calc = calc
                 df.append((atoms.get_forces() - labels[i].get_forces()).ravel())
                 de.append((atoms.get_potential_energy() - labels[i].get_potential_energy()) / len(atoms))
-            row = {"max_epochs": n_epochs, "fold": k, "key": key, "labels": _key(hashes, "cv"), "n_train": len(train_idx), "n_test": len(test_idx),
+            row = {"max_epochs": n_epochs, "fold": k, "key": key, "labels": _key(hashes, "cv" + _foundation()),
+                   "n_train": len(train_idx), "n_test": len(test_idx),
                    "forces_sq_sum": float(np.sum(np.concatenate(df) ** 2)), "forces_n": int(sum(map(len, df))),
                    "energy_err_meV_atom": [1000 * e for e in de], "wall_s": round(time.perf_counter() - t0, 1)}
             rows = [r for r in rows if not (r["max_epochs"] == n_epochs and r["fold"] == k)] + [row]
@@ -199,10 +209,11 @@ def cv(out: Path, epochs=CV_EPOCHS, folds: int = 4) -> list[dict]:
 
 def cv_summary(rows: list[dict], hashes, epochs=None) -> list[dict]:
     """Per schedule (``epochs``, or every one in ``rows``) of the cross-validation over the labels ``hashes``
-    (rows of other label sets are left out): the pooled force RMSE and the energy RMSE over all left-out labels."""
+    (rows of other label sets or another foundation are left out): the pooled force RMSE and the energy RMSE
+    over all left-out labels."""
     import numpy as np
 
-    rows = [r for r in rows if r.get("labels") == _key(hashes, "cv")]
+    rows = [r for r in rows if r.get("labels") == _key(hashes, "cv" + _foundation())]
     summary = []
     for n_epochs in sorted({r["max_epochs"] for r in rows}) if epochs is None else epochs:
         mine = [r for r in rows if r["max_epochs"] == n_epochs]
@@ -304,10 +315,10 @@ def card(potential_dir: Path, out: Path) -> None:
     if not rows:
         raise MLFFError(f"no learning curve in {out}: run `python workflows/fdh_dft_finetune.py curve` first")
     dataset = Dataset(LABELS)
-    current = _current(rows, list(dataset.column("geometry_hash")), Dataset(HOLDOUT).checksum())
+    current = _current(rows, list(dataset.column("geometry_hash")), Dataset(HOLDOUT).checksum() + _foundation())
     if len(current) < len(rows) or not any(r["n_labels"] == len(dataset) for r in current):
-        raise MLFFError(f"the learning curve in {out} is older than the DFT labels or the held-out scan: run "
-                        "`python workflows/fdh_dft_finetune.py curve` again")
+        raise MLFFError(f"the learning curve in {out} is older than the DFT labels, the held-out scan or the "
+                        "foundation: run `python workflows/fdh_dft_finetune.py curve` again")
     schedules = cv_summary(_rows(out / "cv.jsonl"), list(dataset.column("geometry_hash")))
     set_card_section(path, "DFT labels and learning curve", card_section(rows, dataset.read(), schedules))
     shutil.copy2(out / "learning_curve.png", potential_dir / "dft_learning_curve.png")

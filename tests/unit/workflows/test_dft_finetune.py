@@ -71,7 +71,7 @@ def test_curve_scores_each_start_on_the_heldout_scan_and_resumes(short, tmp_path
     assert [r for r in again if r["n_labels"] in (0, 2)] == [r for r in rows if r["n_labels"] in (0, 2)]
 
 
-def test_card_section_names_every_label_and_the_curve(short, tmp_path):
+def test_card_section_names_every_label_and_the_curve(short, tmp_path, monkeypatch):
     from mlff.data import Dataset
     from mlff.errors import MLFFError
 
@@ -88,6 +88,11 @@ def test_card_section_names_every_label_and_the_curve(short, tmp_path):
     assert "## Training\n\ntext" in text and "## DFT labels and learning curve" in text
     for a in Dataset(short).read():
         assert f"| {a.info['xi']:+.2f} |" in text
+    foundation = finetune._foundation
+    monkeypatch.setattr(finetune, "_foundation", lambda: "another foundation")  # a retrained foundation: old
+    with pytest.raises(MLFFError, match="older than the DFT labels"):
+        finetune.card(potential, tmp_path / "curve")
+    monkeypatch.setattr(finetune, "_foundation", foundation)
     Dataset(short).append(Dataset(REPO / "data/fdh-cluster/fdh_small.h5").read([3]))  # a new label: the curve is old
     with pytest.raises(MLFFError, match="older than the DFT labels"):
         finetune.card(potential, tmp_path / "curve")
@@ -95,7 +100,8 @@ def test_card_section_names_every_label_and_the_curve(short, tmp_path):
     assert (potential / "dft_learning_curve.png").is_file()
 
 
-def test_cv_leaves_every_training_label_out_once_and_never_reads_the_heldout_scan(short, tmp_path, capsys):
+def test_cv_leaves_every_training_label_out_once_and_never_reads_the_heldout_scan(short, tmp_path, capsys,
+                                                                                   monkeypatch):
     from mlff.data import Dataset
     from mlff.errors import MLFFError
 
@@ -126,5 +132,11 @@ def test_cv_leaves_every_training_label_out_once_and_never_reads_the_heldout_sca
     text = finetune.card_section([], Dataset(short).read(), summary)  # the card's schedule table
     assert "2-fold cross-validation on the 4 training labels" in text
     assert f"| 1 | {summary[0]['cv_forces_rmse_meV_A']:.1f} | {summary[0]['cv_energy_rmse_meV_atom']:.2f} |" in text
+    hashes = list(Dataset(short).column("geometry_hash"))
+    foundation = finetune._foundation
+    monkeypatch.setattr(finetune, "_foundation", lambda: "another foundation")  # retrained: old rows are stale
+    assert finetune.cv_summary(rows, hashes) == []
+    monkeypatch.setattr(finetune, "_foundation", foundation)
+    assert finetune.cv_summary(rows, hashes) == summary
     Dataset(short).append(Dataset(REPO / "data/fdh-cluster/fdh_small.h5").read([4]))  # new labels: old rows are stale
     assert finetune.cv_summary(rows, list(Dataset(short).column("geometry_hash"))) == []
