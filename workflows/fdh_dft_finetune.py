@@ -168,7 +168,8 @@ def cv(out: Path, epochs=CV_EPOCHS, folds: int = 4) -> list[dict]:
         for k in range(folds):
             train_idx = [i for i in range(len(labels)) if fold_of[i] != k]
             test_idx = [i for i in range(len(labels)) if fold_of[i] == k]
-            key = _key([hashes[i] for i in train_idx] + ["|"] + [hashes[i] for i in test_idx], f"{n_epochs}{_foundation()}")
+            key = _key([hashes[i] for i in train_idx] + ["|"] + [hashes[i] for i in test_idx],
+                       f"{n_epochs}{_foundation()}")
             if any(r["key"] == key for r in rows):
                 continue
             run_dir, subset = out / f"cv_e{n_epochs:04d}_f{k}", out / f"cv_f{k}.h5"
