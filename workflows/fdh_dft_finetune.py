@@ -96,11 +96,26 @@ def _score(metrics: dict) -> dict:
             "train_forces_rmse_meV_A": train.get("forces_rmse_meV_A")}
 
 
+def _train_point(run_dir: Path, key: str, spec: dict, stage: str) -> None:
+    """Train (or resume) one model of ``stage`` in ``run_dir``; a run begun for another ``key`` (other labels,
+    held-out scan or foundation) is removed first."""
+    from mlff.errors import MLFFError
+    from mlff.train import train
+
+    key_file = run_dir / "key"
+    if run_dir.exists() and (not key_file.is_file() or key_file.read_text() != key):
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key)
+    result = train(spec, resume=(run_dir / "config.json").is_file())
+    if result.status != "done":
+        raise MLFFError(f"training of {run_dir} stopped ({result.status}); run `{stage}` again to resume")
+
+
 def curve(out: Path, sizes=SIZES, starts=STARTS) -> list[dict]:
     """Train and score every missing point of the learning curve; returns all rows."""
     from mlff.data.store import Dataset
     from mlff.errors import MLFFError
-    from mlff.train import train
 
     dataset, holdout = Dataset(LABELS), Dataset(HOLDOUT)
     labels, hashes = dataset.read(), list(dataset.column("geometry_hash"))
@@ -117,16 +132,9 @@ def curve(out: Path, sizes=SIZES, starts=STARTS) -> list[dict]:
             if any(r["start"] == start and r["n_labels"] == n and r["key"] == key for r in rows):
                 continue
             run_dir, subset = out / f"{start}_{n:03d}", out / f"labels_{max(n, 1):03d}.h5"
-            key_file = run_dir / "key"
-            if run_dir.exists() and (not key_file.is_file() or key_file.read_text() != key):
-                shutil.rmtree(run_dir)  # labels or held-out scan changed since it started
             _write_subset(labels[:max(n, 1)], hashes[:max(n, 1)], subset)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            key_file.write_text(key)
             t0 = time.perf_counter()
-            result = train(curve_config(start, subset, run_dir, n), resume=(run_dir / "config.json").is_file())
-            if result.status != "done":
-                raise MLFFError(f"training of {run_dir} stopped ({result.status}); run `curve` again to resume")
+            _train_point(run_dir, key, curve_config(start, subset, run_dir, n), "curve")
             metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
             row = {"start": start, "n_labels": n, "key": key, **_score(metrics),
                    "wall_s": round(time.perf_counter() - t0, 1)}
@@ -154,13 +162,14 @@ def cv(out: Path, epochs=CV_EPOCHS, folds: int = 4) -> list[dict]:
     from mlff.calculator import MLFFCalculator
     from mlff.data.store import Dataset
     from mlff.errors import MLFFError
-    from mlff.train import train
 
     dataset = Dataset(LABELS)
     labels, hashes = dataset.read(), list(dataset.column("geometry_hash"))
     if len(labels) < 2 * folds:
         raise MLFFError(f"{len(labels)} DFT labels in {LABELS}: {folds}-fold cross-validation needs {2 * folds}")
     fold_of = np.random.default_rng(0).permutation(len(labels)) % folds  # fixed: the same folds on every run
+    foundation = _foundation()
+    labels_key = _key(hashes, "cv" + foundation)
     out.mkdir(parents=True, exist_ok=True)
     table = out / "cv.jsonl"
     rows = _rows(table)
@@ -169,22 +178,14 @@ def cv(out: Path, epochs=CV_EPOCHS, folds: int = 4) -> list[dict]:
             train_idx = [i for i in range(len(labels)) if fold_of[i] != k]
             test_idx = [i for i in range(len(labels)) if fold_of[i] == k]
             key = _key([hashes[i] for i in train_idx] + ["|"] + [hashes[i] for i in test_idx],
-                       f"{n_epochs}{_foundation()}")
+                       f"{n_epochs}{foundation}")
             if any(r["key"] == key for r in rows):
                 continue
             run_dir, subset = out / f"cv_e{n_epochs:04d}_f{k}", out / f"cv_f{k}.h5"
-            key_file = run_dir / "key"
-            if run_dir.exists() and (not key_file.is_file() or key_file.read_text() != key):
-                shutil.rmtree(run_dir)
             _write_subset([labels[i] for i in train_idx], [hashes[i] for i in train_idx], subset)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            key_file.write_text(key)
-            spec = curve_config("xtb", subset, run_dir, len(train_idx))
-            spec["max_epochs"] = n_epochs
+            spec = dict(curve_config("xtb", subset, run_dir, len(train_idx)), max_epochs=n_epochs)
             t0 = time.perf_counter()
-            result = train(spec, resume=(run_dir / "config.json").is_file())
-            if result.status != "done":
-                raise MLFFError(f"training of {run_dir} stopped ({result.status}); run `cv` again to resume")
+            _train_point(run_dir, key, spec, "cv")
             calc = MLFFCalculator(run_dir / "potential", device="cpu")
             df, de = [], []
             for i in test_idx:
@@ -192,7 +193,7 @@ def cv(out: Path, epochs=CV_EPOCHS, folds: int = 4) -> list[dict]:
                 atoms.calc = calc
                 df.append((atoms.get_forces() - labels[i].get_forces()).ravel())
                 de.append((atoms.get_potential_energy() - labels[i].get_potential_energy()) / len(atoms))
-            row = {"max_epochs": n_epochs, "fold": k, "key": key, "labels": _key(hashes, "cv" + _foundation()),
+            row = {"max_epochs": n_epochs, "fold": k, "key": key, "labels": labels_key,
                    "n_train": len(train_idx), "n_test": len(test_idx),
                    "forces_sq_sum": float(np.sum(np.concatenate(df) ** 2)), "forces_n": int(sum(map(len, df))),
                    "energy_err_meV_atom": [1000 * e for e in de], "wall_s": round(time.perf_counter() - t0, 1)}

@@ -37,7 +37,6 @@ DEFAULTS = {"structure": "fdh-cluster:small:reactant", "potential": "fdh-cluster
 # with the committee of 4: 24 clusters 1.7 s against 3.3 s; 8 clusters 0.64 s); with CUDA graphs on a GPU
 # all_pairs is the usual choice for one cluster
 BONDED, BROKEN, FORMED = 1.2, 1.5, 1.1
-XTB = "gfn2-xtb"  # --potential gfn2-xtb: the same MD with the labels' level (how far xi goes without a potential's holes)
 APART = 2.5  # Å: pairs farther apart at the start are "new contacts" when they close in
 
 
@@ -49,22 +48,22 @@ def _stat(fn, values):
 
 
 def _run(args) -> None:
+    from mlff.bias.umbrella import XTB  # --potential gfn2-xtb: the same MD at the labels' level (no potential's holes)
     from mlff.md import run_md
 
     overrides = {k: v for k, v in {"potential": args.potential, "steps": args.steps, "replicas": args.replicas,
                                    "device": args.device, "out": args.out}.items() if v is not None}
-    engine = None
+    config, engine = {**DEFAULTS, **overrides}, None
     if args.potential == XTB:  # the reference level itself (tblite, one calculator per replica on the host)
         from mlff.data.sampling import xtb_calculator
         from mlff.md.ase_model import AseCalculatorModel
         from mlff.md.config import load_md_config, read_structure
         from mlff.md.engines import BatchEngine
 
-        config = load_md_config({**DEFAULTS, **overrides, "potential": None})
+        config = load_md_config({**config, "potential": None})
         engine = BatchEngine(config, read_structure(config.structure), None,
                              model=AseCalculatorModel(xtb_calculator, name="GFN2-xTB"))
-        overrides["potential"] = None
-    summary = run_md({**DEFAULTS, **overrides}, resume=args.resume, engine=engine)
+    summary = run_md(config, resume=args.resume, engine=engine)
     print(f"{summary['status']}: {summary['steps_done']} steps, {summary['ms_per_step']:.1f} ms/step"
           + (f"; {summary['message']}" if summary.get("message") else ""))
 
