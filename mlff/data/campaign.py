@@ -5,15 +5,17 @@ frames are written together or not at all:
 
 - ``holdout``: the held-out restrained scan of the geometry pool (tag ``holdout-scan``), labelled with xTB;
 - ``free``: unbiased Langevin MD of the reactant or the product, from a pool geometry of that state;
-- ``window``: MD with xi restrained (k/2 (xi - xi0)^2) to a centre, from the pool geometry nearest it;
+- ``window``: MD with xi restrained (k/2 (xi - xi0)^2) to a centre, from the pool geometry nearest it, or, with
+  ``window_start: chain`` (for centres beyond the pool's reach), from the last frame of the window one spacing
+  nearer the pool: each chain walks outward from the pool, one temperature and one row at a time;
 - ``modes``: normal-mode displacements of the relaxed reactant or product;
 - ``rattle``: Gaussian displacements of the free atoms of pool geometries.
 
 MD frames keep the xTB energy and forces their own step computed (``xtb_md(labels=True)``); the other
 segments are labelled with ``XTBLabeler``. Every start geometry is a different pool geometry. Splits are by
 segment, stratified: in every stratum (state or window centre) whole segments go to ``test`` (never
-trained on), so no test frame is a near copy of a training frame; ``modes`` and ``rattle`` records are
-independent draws and are split per record.
+trained on), so no test frame is a near copy of a training frame; chained windows go to ``test`` by whole
+chains, for the same reason; ``modes`` and ``rattle`` records are independent draws and are split per record.
 
 ``run`` works through the segments not yet done into per-worker part files (several workers may run at
 once on disjoint segments); ``merge`` folds the parts into the campaign's dataset in segment order, so the
@@ -54,6 +56,9 @@ class CampaignRecipe:
     window_k_eV_per_A2: float = 10.0
     window_temperatures_K: list = field(default_factory=lambda: [300.0, 450.0])
     window_segments: int = 5  # per centre and temperature
+    window_start: str = "pool"  # pool: the nearest pool geometry | chain: the end of the window one step nearer
+    holdout: bool = True  # label the pool's held-out scan (segment 0)
+    tags: list = field(default_factory=list)  # added to every record (e.g. to score this campaign's data apart)
     normal_modes: int = 500  # per state
     normal_mode_temperature_K: float = 300.0
     rattled: int = 1000
@@ -68,6 +73,8 @@ class CampaignRecipe:
                 raise MLFFError(f"campaign: {name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.test_fraction < 1 or not 0 <= self.valid_fraction < 1:
             raise MLFFError("campaign: test_fraction and valid_fraction must lie in [0, 1)")
+        if self.window_start not in ("pool", "chain"):
+            raise MLFFError(f"campaign: window_start must be pool or chain, got {self.window_start!r}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ class Segment:
     state: str = ""  # reactant | product (free, modes)
     xi0_A: float | None = None  # window centre
     start: int = -1  # pool record the MD starts from
+    after: int = -1  # or the segment whose last frame it starts from (chained windows)
     seed: int = 0
 
 
@@ -115,6 +123,9 @@ def plan(recipe: CampaignRecipe, pool_infos: list) -> list[Segment]:
 
     rng = np.random.default_rng(recipe.seed)
     centres = np.round(np.arange(recipe.window_from_A, recipe.window_to_A + 1e-9, recipe.window_spacing_A), 6)
+    chain = recipe.window_start == "chain"
+    if chain:  # outward from the pool: the first centre of every chain is the one nearest the pool's geometries
+        centres = centres[np.argsort(np.abs(centres - np.median(xi)), kind="stable")]
     queues = []  # one list of segment specs per stratum, round-robin merged below
     for state in ("reactant", "product"):
         n = len(recipe.free_temperatures_K) * recipe.free_segments
@@ -123,14 +134,14 @@ def plan(recipe: CampaignRecipe, pool_infos: list) -> list[Segment]:
         queues.append([dict(kind="free", stratum=f"free:{state}", state=state, split="test" if r in test else "train",
                             temperature_K=float(recipe.free_temperatures_K[r % len(recipe.free_temperatures_K)]),
                             order=in_state) for r in range(n)])
-    for c in centres:
+    for i, c in enumerate(centres):
         n = len(recipe.window_temperatures_K) * recipe.window_segments
-        test = _test_members(n, recipe.test_fraction, f"{recipe.seed}:window:{c:+.2f}")
+        test = _test_members(n, recipe.test_fraction, f"{recipe.seed}:" + ("chain" if chain else f"window:{c:+.2f}"))
         queues.append([dict(kind="window", stratum=f"window:{c:+.2f}", xi0_A=float(c),
                             split="test" if r in test else "train", order=np.argsort(np.abs(xi - c), kind="stable"),
-                            temperature_K=float(recipe.window_temperatures_K[r % len(recipe.window_temperatures_K)]))
-                       for r in range(n)])
-    specs = [dict(kind="holdout", stratum="holdout", split="holdout")]
+                            temperature_K=float(recipe.window_temperatures_K[r % len(recipe.window_temperatures_K)]),
+                            link=(i, r)) for r in range(n)])
+    specs = [dict(kind="holdout", stratum="holdout", split="holdout")] if recipe.holdout else []
     if recipe.normal_modes:
         specs += [dict(kind="modes", stratum=f"modes:{s}", state=s, split="record",
                        temperature_K=recipe.normal_mode_temperature_K) for s in ("reactant", "product")]
@@ -138,11 +149,14 @@ def plan(recipe: CampaignRecipe, pool_infos: list) -> list[Segment]:
         specs += [dict(kind="rattle", stratum="rattle", split="record")]
     for row in range(max(len(q) for q in queues)):
         specs += [q[row] for q in queues if row < len(q)]
-    segments = []
+    segments, ids = [], {}
     for k, spec in enumerate(specs):
-        order = spec.pop("order", None)
-        start = take(order) if order is not None else -1
-        segments.append(Segment(id=k, seed=recipe.seed * 100003 + k, start=start, **spec))
+        order, link = spec.pop("order", None), spec.pop("link", None)
+        after = ids[(link[0] - 1, link[1])] if chain and link is not None and link[0] > 0 else -1
+        start = take(order) if order is not None and after < 0 else -1
+        if link is not None:
+            ids[link] = k
+        segments.append(Segment(id=k, seed=recipe.seed * 100003 + k, start=start, after=after, **spec))
     return segments
 
 
@@ -172,10 +186,24 @@ def _split_records(frames: list, segment: Segment, recipe: CampaignRecipe) -> No
             split = "test" if _hash01(recipe.seed, "record", segment.id, k) < recipe.test_fraction else "train"
         if split == "train" and _hash01(recipe.seed, "valid", segment.id, k) < recipe.valid_fraction:
             split = "valid"
-        tags = set(frame.info.get("tags", [])) - {"reactant", "ts", "product"}
+        tags = (set(frame.info.get("tags", [])) - {"reactant", "ts", "product"}) | set(recipe.tags)
         if split != "holdout":
             tags.add(region_of(frame.info["xi"]))
         frame.info.update(segment=segment.id, stratum=segment.stratum, split=split, tags=sorted(tags))
+
+
+def _last_frame(recipe: CampaignRecipe, segment_id: int):
+    """The last frame of a segment already done (the start of the window chained to it)."""
+    from mlff.data.store import Dataset
+
+    for path in [Path(recipe.out), *sorted(_parts_dir(recipe).glob("worker-*.h5"))]:
+        if path.is_file():
+            dataset = Dataset(path)
+            mine = [k for k, info in enumerate(dataset.infos()) if info.get("segment") == segment_id]
+            if mine:
+                return dataset.read([mine[-1]])[0]
+    raise MLFFError(f"campaign {recipe.out}: segment {segment_id}, where a chained window starts, is not done "
+                    f"(or failed): chained windows run in order, with one worker")
 
 
 def _segment_frames(segment: Segment, recipe: CampaignRecipe, pool) -> tuple[list, bool]:
@@ -187,7 +215,7 @@ def _segment_frames(segment: Segment, recipe: CampaignRecipe, pool) -> tuple[lis
         held = [k for k, info in enumerate(pool.infos()) if "holdout-scan" in info.get("tags", [])]
         return pool.read(held), False
     if segment.kind in ("free", "window"):
-        start = pool.read([segment.start])[0]
+        start = pool.read([segment.start])[0] if segment.after < 0 else _last_frame(recipe, segment.after)
         start.calc = None
         restraint = None
         if segment.kind == "window":
@@ -196,7 +224,8 @@ def _segment_frames(segment: Segment, recipe: CampaignRecipe, pool) -> tuple[lis
                         timestep_fs=recipe.timestep_fs, every=recipe.every, seed=segment.seed, restraint=restraint,
                         labels=True)
         for frame in frames:
-            frame.info["start_geometry"] = f"{Path(recipe.pool).name} record {segment.start}"
+            frame.info["start_geometry"] = (f"{Path(recipe.pool).name} record {segment.start}" if segment.after < 0
+                                            else f"last frame of segment {segment.after}")
             if segment.kind == "window":
                 frame.info.update(window_xi0=segment.xi0_A, window_k_eV_per_A2=recipe.window_k_eV_per_A2)
         return frames, True
@@ -234,6 +263,8 @@ def run_segments(recipe: CampaignRecipe, *, worker: int = 0, workers: int = 1, t
 
     if not 0 <= worker < workers:
         raise MLFFError(f"worker must lie in [0, {workers}), got {worker}")
+    if workers > 1 and recipe.window_start == "chain":
+        raise MLFFError("chained windows (window_start: chain) run in order: use one worker")
     pool = Dataset(recipe.pool)
     segments = plan(recipe, pool.infos())
     parts = _parts_dir(recipe)

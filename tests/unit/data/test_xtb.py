@@ -106,3 +106,42 @@ def test_campaign_cut_and_shared_equals_one_serial_run(tmp_path, monkeypatch):
     assert {i["split"] for i in infos} >= {"holdout", "train", "test"}
     assert all(i["split"] == "holdout" for i in infos if "holdout-scan" in i.get("tags", []))
     assert run_segments(shared, log=lambda m: None) == 0  # nothing left: a resume repeats nothing
+
+
+def test_chained_windows_walk_outward_from_the_pool_and_test_whole_chains(tmp_path):
+    recipe = _recipe(tmp_path, free_segments=0, rattled=0, holdout=False, window_start="chain", window_from_A=-3.6,
+                     window_to_A=-3.2, window_spacing_A=0.2, window_segments=2, window_k_eV_per_A2=2.0,
+                     tags=["far"])
+    segments = plan(recipe, Dataset(POOL).infos())
+    assert [s.kind for s in segments] == ["window"] * 6
+    assert [s.xi0_A for s in segments[:3]] == pytest.approx([-3.2, -3.4, -3.6])  # nearest the pool first
+    assert [(s.start >= 0, s.after) for s in segments] == [(True, -1), (False, 0), (False, 1),
+                                                           (True, -1), (False, 3), (False, 4)]
+    assert len({s.split for s in segments[:3]}) == len({s.split for s in segments[3:]}) == 1  # whole chains
+    assert {s.split for s in segments} == {"train", "test"}
+    with pytest.raises(MLFFError, match="one worker"):
+        run_segments(recipe, worker=0, workers=2, log=lambda m: None)
+    assert run_segments(recipe, log=lambda m: None) == 6
+    merge_parts(recipe)
+    records = Dataset(recipe.out).read()
+    infos = [r.info for r in records]
+    assert len(records) == 6 * 2 and {i["segment"] for i in infos} == set(range(6))
+    for s in segments[1:3] + segments[4:]:  # a chained window starts where its predecessor ended
+        last = [r for r in records if r.info["segment"] == s.after][-1]
+        assert records[[i["segment"] for i in infos].index(s.id)].info["start_geometry"] == \
+            f"last frame of segment {s.after}"
+        assert last.info["window_xi0"] == pytest.approx(s.xi0_A + 0.2)
+    assert all(i["split"] in ("train", "valid", "test") and i["window_k_eV_per_A2"] == 2.0 for i in infos)
+    assert all(set(i["tags"]) == {"far", "reactant"} for i in infos)  # the recipe's tag and the xi region
+
+
+def test_a_chained_window_refuses_to_start_without_its_predecessor(tmp_path):
+    from mlff.data.campaign import _segment_frames
+
+    recipe = _recipe(tmp_path, free_segments=0, rattled=0, holdout=False, window_start="chain", window_from_A=-3.4,
+                     window_to_A=-3.2, window_spacing_A=0.2, window_segments=1)
+    segments = plan(recipe, Dataset(POOL).infos())
+    with pytest.raises(MLFFError, match="segment 0, where a chained window starts, is not done"):
+        _segment_frames(segments[1], recipe, Dataset(POOL))
+    with pytest.raises(MLFFError, match="window_start"):
+        _recipe(tmp_path, window_start="nearest")
