@@ -4,6 +4,7 @@ in one batch, monitors on, then the bonds and the committee spread over time (is
     nohup nice python workflows/fdh_stability.py run [--resume] &        # background; SIGTERM -> --resume
     python workflows/fdh_stability.py analyse [--card potentials/fdh-cluster-small-xtb]
     python workflows/fdh_stability.py run --potential gfn2-xtb --steps 4000 --out out/fdh_stability_xtb   # reference
+    python workflows/fdh_stability.py export --to data/fdh-cluster/xtb_small_contact.h5   # xTB labels where it failed
 
 `analyse` writes OUT/stability.json and OUT/stability.png (committee force spread, xi and temperature against
 time per replica); with --card it also writes the numbers into the potential's directory (stability.json and
@@ -15,6 +16,8 @@ Per replica, the closest approach of two atoms that start more than 2.5 Å apart
 non-reactive pairs): a potential with a hole lets in atoms that the reference keeps apart.
 ``analyse --reference xtb`` recomputes the last frames of the replica with the largest final spread with
 GFN2-xTB (same continuum as the data) and sets the potential's energy change beside xTB's (0.1 s a frame).
+``export`` labels the same replica's last frames, and Gaussian-rattled copies of each, with GFN2-xTB into a dataset
+(resumable; tag ``contact``; every fifth frame and its copies are ``test``): the data for the hole the run found.
 """
 
 from __future__ import annotations
@@ -145,6 +148,65 @@ def reference_check(frames, potential: str, info: dict, last: int = 10) -> dict:
             "force_error_max_eV_A": [round(x, 3) for _, _, x in rows]}
 
 
+def _worst(series: dict) -> int:
+    """The replica whose committee force spread was largest at the end of the run."""
+    return int(max(series, key=lambda s: np.nan_to_num(series[s][-1].get("max_force_std", np.nan), nan=-1)))
+
+
+def export_frames(frames, start, *, source: str, rattle: int, sigma_A: float, seed: int) -> list:
+    """``frames`` (and ``rattle`` Gaussian copies of each, free atoms only) as unlabelled records with the start
+    structure's info, xi, the tags ``contact`` and the xi region, and a split: every fifth frame, copies included,
+    is ``test``."""
+    from mlff.data.cluster import reaction_coordinate
+    from mlff.data.recipe import region_of
+    from mlff.data.records import fixed_indices
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for k, frame in enumerate(frames):
+        for copy in range(rattle + 1):
+            atoms = frame.copy()
+            atoms.calc = None
+            atoms.info = {key: value for key, value in start.info.items() if key not in ("source", "xi", "tags")}
+            if copy:
+                free = np.setdiff1d(np.arange(len(atoms)), fixed_indices(atoms))
+                atoms.positions[free] += rng.normal(0.0, sigma_A, (len(free), 3))
+            xi = reaction_coordinate(atoms)
+            atoms.info.update(source=f"{source} frame {k}" + (f" rattled {copy}, sigma {sigma_A:g} Å, seed {seed}"
+                                                              if copy else ""),
+                              xi=xi, tags=sorted({"contact", region_of(xi)}), split="test" if k % 5 == 4 else "train")
+            out.append(atoms)
+    return out
+
+
+def _export(args) -> None:
+    from mlff.data import Dataset, label
+    from mlff.data.labelers import XTBLabeler
+    from mlff.errors import MLFFError
+    from mlff.md import read_structure
+    from mlff.md.h5md import read_h5md
+    from mlff.md.runlog import read_log
+
+    out = Path(args.out or DEFAULTS["out"])
+    if not (out / "run.json").is_file():
+        raise MLFFError(f"no run to export from in {out} (run.json missing): `python workflows/fdh_stability.py run` "
+                        f"first")
+    run = json.loads((out / "run.json").read_text())
+    config = run.get("config") if isinstance(run.get("config"), dict) else {}
+    rows = read_log(out / "log.csv")
+    worst = _worst({s: [r for r in rows if r["system"] == s] for s in sorted({r["system"] for r in rows})})
+    frames = read_h5md(out / "trajectory.h5", ":", group=f"system_{worst:04d}")[-args.last:]
+    start = read_structure(config.get("structure", DEFAULTS["structure"]))
+    began = run.get("provenance", {}).get("created_utc", "?")  # names the potential when its path was reused
+    source = (f"fdh_stability run {out.name} of {began} (potential {config.get('potential', DEFAULTS['potential'])}, "
+              f"status {run['status']} at step {run['step']}) replica {worst}")
+    records = export_frames(frames, start, source=source, rattle=args.rattle, sigma_A=args.sigma, seed=args.seed)
+    description = "GFN2-xTB labels of frames where a potential's stability MD failed (workflows/fdh_stability.py export)"
+    if not Path(args.to).is_file():  # compact: float32 positions and forces, like the other xTB data
+        Dataset.create(args.to, description=description, precision="float32")
+    print(label(records, XTBLabeler(), args.to, progress=False, description=description))
+
+
 def _analyse(args) -> None:
     from mlff.errors import MLFFError
     from mlff.md.h5md import read_h5md
@@ -194,9 +256,9 @@ def _analyse(args) -> None:
 
         start = read_structure(config.get("structure", DEFAULTS["structure"])).info
         charge = {k: start[k] for k in ("charge", "multiplicity") if k in start}
-        worst = max(replicas, key=lambda r: np.nan_to_num(spread_t[systems.index(r["replica"]), -1], nan=-1))
-        reference = {"replica": worst["replica"], "method": "GFN2-xTB (tblite), the labels' level",
-                     **reference_check(frames_of[worst["replica"]], potential or DEFAULTS["potential"], charge)}
+        worst = _worst(series)
+        reference = {"replica": worst, "method": "GFN2-xTB (tblite), the labels' level",
+                     **reference_check(frames_of[worst], potential or DEFAULTS["potential"], charge)}
     doc = {"what": "stability of a potential: replicas of Langevin MD of the small FDH cluster in one batch",
            "potential": potential, "reference_check": reference,
            "status": run["status"], "message": run.get("message"), "steps": run["step"],
@@ -310,10 +372,16 @@ def main(argv=None) -> int:
     ana.add_argument("--card", help="a potential directory: write the numbers into its card")
     ana.add_argument("--reference", choices=["xtb"], help="recompute the last frames of the replica with the largest "
                      "final spread with GFN2-xTB (the xTB potential's own level)")
-    for s in (run, ana):
+    exp = sub.add_parser("export")
+    exp.add_argument("--to", required=True, help="the dataset to add the xTB-labelled frames to (resumable)")
+    exp.add_argument("--last", type=int, default=40, help="frames from the end of the worst replica (default 40)")
+    exp.add_argument("--rattle", type=int, default=4, help="Gaussian copies of each frame (default 4)")
+    exp.add_argument("--sigma", type=float, default=0.05, help="their displacement, Å (default 0.05)")
+    exp.add_argument("--seed", type=int, default=0)
+    for s in (run, ana, exp):
         s.add_argument("--out")
     args = p.parse_args(argv)
-    return script_exit("fdh_stability", _run if args.stage == "run" else _analyse, args)
+    return script_exit("fdh_stability", {"run": _run, "analyse": _analyse, "export": _export}[args.stage], args)
 
 
 if __name__ == "__main__":

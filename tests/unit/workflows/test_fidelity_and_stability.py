@@ -204,3 +204,34 @@ def test_the_stability_run_with_xtb_itself_steps_on_xtb_forces_and_resumes(tmp_p
     stability._run(argparse.Namespace(**{**vars(args), "steps": 6, "resume": True}))
     run = json.loads((out / "run.json").read_text())
     assert run["step"] == 6 and run["steps_done"] == 2 and run["resumed"]
+    # export: the worst replica's last frames (and rattled copies) labelled with xTB, resumably
+    from mlff.data import Dataset
+    from mlff.md.h5md import read_h5md
+
+    to = tmp_path / "contact.h5"
+    export = argparse.Namespace(out=str(out), to=str(to), last=2, rattle=1, sigma=0.05, seed=0)
+    stability._export(export)
+    records = Dataset(to).read()
+    n = min(2, len(read_h5md(out / "trajectory.h5", ":", group="system_0000")))
+    assert len(records) == 2 * n and {r.info["provenance"]["method"] for r in records} == {"GFN2-xTB"}
+    assert all("contact" in r.info["tags"] and "replica 0" in r.info["source"] for r in records)
+    stability._export(export)  # a second export labels nothing again
+    assert len(Dataset(to)) == 2 * n
+
+
+def test_exported_frames_keep_the_cluster_info_rattle_free_atoms_only_and_hold_out_every_fifth():
+    from mlff.md import read_structure
+
+    start = read_structure("fdh-cluster:small:reactant")
+    frames = [start.copy() for _ in range(5)]
+    records = stability.export_frames(frames, start, source="run r replica 7", rattle=2, sigma_A=0.05, seed=1)
+    assert len(records) == 15
+    assert [r.info["split"] for r in records] == ["train"] * 12 + ["test"] * 3  # frame 4 and its copies
+    fixed = start.info["fixed"]
+    for r in records:
+        assert r.info["xi_atoms"] == start.info["xi_atoms"] and r.info["charge"] == start.info.get("charge")
+        assert "contact" in r.info["tags"] and r.calc is None
+        np.testing.assert_array_equal(r.positions[fixed], start.positions[fixed])
+    assert np.abs(records[1].positions - start.positions).max() > 0.01 and records[0].positions is not None
+    np.testing.assert_array_equal(records[0].positions, start.positions)
+    assert records[1].info["source"] == "run r replica 7 frame 0 rattled 1, sigma 0.05 Å, seed 1"
