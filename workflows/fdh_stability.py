@@ -148,6 +148,19 @@ def reference_check(frames, potential: str, info: dict, last: int = 10) -> dict:
             "force_error_max_eV_A": [round(x, 3) for _, _, x in rows]}
 
 
+def _load_run(out: Path, what: str) -> tuple[dict, dict, dict]:
+    """A finished or stopped stability run in ``out``: (run.json, its MD config, the log's rows per replica)."""
+    from mlff.errors import MLFFError
+    from mlff.md.runlog import read_log
+
+    if not (out / "run.json").is_file():
+        raise MLFFError(f"no run to {what} in {out} (run.json missing): `python workflows/fdh_stability.py run` first")
+    run = json.loads((out / "run.json").read_text())
+    config = run.get("config") if isinstance(run.get("config"), dict) else {}
+    rows = read_log(out / "log.csv")
+    return run, config, {s: [r for r in rows if r["system"] == s] for s in sorted({r["system"] for r in rows})}
+
+
 def _worst(series: dict) -> int:
     """The replica whose committee force spread was largest at the end of the run."""
     return int(max(series, key=lambda s: np.nan_to_num(series[s][-1].get("max_force_std", np.nan), nan=-1)))
@@ -182,19 +195,12 @@ def export_frames(frames, start, *, source: str, rattle: int, sigma_A: float, se
 def _export(args) -> None:
     from mlff.data import Dataset, label
     from mlff.data.labelers import XTBLabeler
-    from mlff.errors import MLFFError
     from mlff.md import read_structure
     from mlff.md.h5md import read_h5md
-    from mlff.md.runlog import read_log
 
     out = Path(args.out or DEFAULTS["out"])
-    if not (out / "run.json").is_file():
-        raise MLFFError(f"no run to export from in {out} (run.json missing): `python workflows/fdh_stability.py run` "
-                        f"first")
-    run = json.loads((out / "run.json").read_text())
-    config = run.get("config") if isinstance(run.get("config"), dict) else {}
-    rows = read_log(out / "log.csv")
-    worst = _worst({s: [r for r in rows if r["system"] == s] for s in sorted({r["system"] for r in rows})})
+    run, config, series = _load_run(out, "export from")
+    worst = _worst(series)
     frames = read_h5md(out / "trajectory.h5", ":", group=f"system_{worst:04d}")[-args.last:]
     start = read_structure(config.get("structure", DEFAULTS["structure"]))
     began = run.get("provenance", {}).get("created_utc", "?")  # names the potential when its path was reused
@@ -208,20 +214,13 @@ def _export(args) -> None:
 
 
 def _analyse(args) -> None:
-    from mlff.errors import MLFFError
     from mlff.md.h5md import read_h5md
-    from mlff.md.runlog import read_log
     from mlff.provenance import provenance
 
     out = Path(args.out or DEFAULTS["out"])
-    if not (out / "run.json").is_file():
-        raise MLFFError(f"no run to analyse in {out} (run.json missing): `python workflows/fdh_stability.py run` first")
-    run = json.loads((out / "run.json").read_text())
-    config = run.get("config") if isinstance(run.get("config"), dict) else {}
+    run, config, series = _load_run(out, "analyse")
+    systems = list(series)
     frames_of = {}  # replica -> its frames, kept for the reference check only
-    rows = read_log(out / "log.csv")
-    systems = sorted({r["system"] for r in rows})
-    series = {s: [r for r in rows if r["system"] == s] for s in systems}
     replicas = []
     for s in systems:
         frames = read_h5md(out / "trajectory.h5", ":", group=f"system_{int(s):04d}")
