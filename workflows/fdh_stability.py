@@ -161,6 +161,19 @@ def _load_run(out: Path, what: str) -> tuple[dict, dict, dict]:
     return run, config, {s: [r for r in rows if r["system"] == s] for s in sorted({r["system"] for r in rows})}
 
 
+def _check_weights(run: dict, potential, what: str) -> None:
+    """Refuse ``what`` with ``potential`` (a name or directory) where its weights are not those the run used
+    (run.json's sha256 pins; a run written before they were recorded is not checked)."""
+    from mlff.errors import MLFFError
+    from mlff.md.runner import weights_pins
+
+    before = (run.get("inputs") or {}).get("potential_sha256")
+    now = weights_pins(potential).get("potential_sha256")
+    if before and before != now:
+        raise MLFFError(f"cannot {what} {potential}: its weights are not those the stability run used (sha256 "
+                        f"{before[:16]} then, {str(now)[:16]} now); run the check again with these weights")
+
+
 def _worst(series: dict) -> int:
     """The replica whose committee force spread was largest at the end of the run."""
     return int(max(series, key=lambda s: np.nan_to_num(series[s][-1].get("max_force_std", np.nan), nan=-1)))
@@ -256,6 +269,7 @@ def _analyse(args) -> None:
         start = read_structure(config.get("structure", DEFAULTS["structure"])).info
         charge = {k: start[k] for k in ("charge", "multiplicity") if k in start}
         worst = _worst(series)
+        _check_weights(run, potential or DEFAULTS["potential"], "compare with xTB")
         reference = {"replica": worst, "method": "GFN2-xTB (tblite), the labels' level",
                      **reference_check(frames_of[worst], potential or DEFAULTS["potential"], charge)}
     doc = {"what": "stability of a potential: replicas of Langevin MD of the small FDH cluster in one batch",
@@ -274,6 +288,7 @@ def _analyse(args) -> None:
     print(_summary(doc))
     if args.card:
         card_dir = Path(args.card)
+        _check_weights(run, card_dir, "write the stability numbers into the card of")
         (card_dir / "stability.json").write_text(json.dumps(doc, indent=1) + "\n")
         _card(card_dir / "MODEL_CARD.md", doc)
         shutil.copyfile(out / "stability.png", card_dir / "stability.png")

@@ -132,9 +132,15 @@ def potential_pins(config: MDConfig) -> dict:
     """What pins the run's potential: for a directory, the sha256 of every weights file (potential.json)."""
     if not isinstance(config.potential, (str, Path)):
         return {}  # an untrained config (in the config hash with its seed) or an object given by a script
+    return weights_pins(config.potential)
+
+
+def weights_pins(potential: str | Path) -> dict:
+    """The sha256 of every weights file of a potential (a name or a directory) and one digest of them all;
+    {} where it has no readable potential.json."""
     from mlff.models.store import resolve_potential_path
 
-    path = resolve_potential_path(config.potential)
+    path = resolve_potential_path(potential)
     try:
         files = json.loads((path / "potential.json").read_text())["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -265,7 +271,7 @@ def _run_md(config: MDConfig, out: Path, resume: bool, atoms, potential, engine,
                "atoms": int(len(s.positions)), "ms_per_step": ms, "ns_per_day": config.timestep_fs * 86400e-6 / (ms * 1e-3),
                "atom_steps_per_s": len(s.positions) * 1e3 / ms, "device": str(s.device),
                "drift_eV_per_atom_per_ps": drift.per_atom_per_ps(atoms_per_system), "resumed": restart_step is not None,
-               "config": config.to_dict(), "provenance": provenance()}
+               "config": config.to_dict(), "inputs": pins, "provenance": provenance()}
     if done == 0 and restart_step is not None and (out / FILES["run"]).is_file():
         previous = json.loads((out / FILES["run"]).read_text())  # nothing ran: keep the speed measured before
         summary.update({k: previous[k] for k in SPEED if k in previous})

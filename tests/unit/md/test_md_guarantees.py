@@ -108,6 +108,7 @@ def test_resume_refuses_another_potential_at_the_same_path(tmp_path, structure, 
     run_md(_config(structure, tmp_path / "run", str(pot), steps=2))
     pinned = json.loads(load_checkpoint(tmp_path / "run" / "checkpoint.pt")["inputs_json"])
     assert pinned["potential_files_sha256"] == json.loads((pot / "potential.json").read_text())["sha256"]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["inputs"] == pinned  # what analyses check
     save_potential(build_potential(small_config, seed=2), pot)  # retrained in place
     with pytest.raises(MLFFError, match=rf"the potential at {pot} is not the one the run started with "
                                         r"\(weights sha256 [0-9a-f]{16} then, [0-9a-f]{16} now\)"):

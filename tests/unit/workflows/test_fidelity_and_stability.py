@@ -235,3 +235,26 @@ def test_exported_frames_keep_the_cluster_info_rattle_free_atoms_only_and_hold_o
     assert np.abs(records[1].positions - start.positions).max() > 0.01 and records[0].positions is not None
     np.testing.assert_array_equal(records[0].positions, start.positions)
     assert records[1].info["source"] == "run r replica 7 frame 0 rattled 1, sigma 0.05 Å, seed 1"
+
+
+def test_the_numbers_of_a_run_go_only_into_the_card_of_the_weights_it_ran(tmp_path):
+    import json
+    import shutil
+
+    from mlff.errors import MLFFError
+    from mlff.md.runner import weights_pins
+    from mlff.models.store import resolve_potential_path
+
+    shipped = resolve_potential_path("fdh-cluster-small-xtb")
+    run = {"inputs": weights_pins(shipped)}
+    assert len(run["inputs"]["potential_sha256"]) == 64 and run["inputs"]["potential_files_sha256"]
+    stability._check_weights(run, "fdh-cluster-small-xtb", "compare with xTB")  # same weights: no complaint
+    stability._check_weights({}, tmp_path, "compare with xTB")  # a run from before the pins: not checked
+    other = tmp_path / "retrained"  # the same directory name reused by a later round: other weights
+    other.mkdir()
+    card = json.loads((shipped / "potential.json").read_text())
+    card["sha256"] = {k: "0" * 64 for k in card["sha256"]}
+    (other / "potential.json").write_text(json.dumps(card))
+    with pytest.raises(MLFFError, match="not those the stability run used"):
+        stability._check_weights(run, other, "write the stability numbers into the card of")
+    shutil.rmtree(other)
