@@ -90,6 +90,17 @@ def _label(args) -> int:
     return 75 if summary.interrupted or summary.remaining else 0
 
 
+def _upgrade(args) -> None:
+    from mlff.data.upgrade import upgrade
+
+    for path in args.paths:
+        u = upgrade(path)
+        change = (f"version {u['from_version']} -> {u['to_version']}, {u['bytes_before'] / 1e3:.0f} kB -> "
+                  f"{u['bytes_after'] / 1e3:.0f} kB" if u["from_version"] < u["to_version"]
+                  else f"already version {u['from_version']}, left as it is")
+        print(f"{path}: {change} (checksum {u['checksum'][:16]}, unchanged)")
+
+
 def _merge(args) -> None:
     from mlff.data.merge import merge
 
@@ -234,6 +245,10 @@ def add_data_commands(commands) -> None:
     p.add_argument("--overwrite", action="store_true")
     _key_options(p)
     p.set_defaults(run=_merge)
+    p = sub.add_parser("upgrade", help="rewrite datasets of an older format version in the current one, in place "
+                       "(same records and checksum; version 2 compresses every column)")
+    p.add_argument("paths", nargs="+", help=".h5 datasets")
+    p.set_defaults(run=_upgrade)
     p = sub.add_parser("validate", help="check every record of a file (stored hashes of .h5 datasets, NaN, shapes, elements, overlaps)")
     p.add_argument("path")
     p.add_argument("--unlabelled", action="store_true", help="geometries only, no labels required")

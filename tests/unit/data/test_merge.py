@@ -86,3 +86,35 @@ def test_cli_shards_with_a_labeller_spec_and_merges(tmp_path, capsys):
     assert main(["data", "label", str(tmp_path / "pool.xyz"), str(tmp_path / "x.h5"), "--labeler",
                  str(tmp_path / "bad.yaml")]) == 2
     assert "expected a labeller spec with 'backend'" in capsys.readouterr().err
+
+
+def test_upgrade_rewrites_a_version_1_file_smaller_with_the_same_records_and_provenance(tmp_path, capsys):
+    import json
+
+    import h5py
+
+    from mlff.data.store import TABLES, VERSION, _create_table
+    from mlff.data.upgrade import upgrade
+
+    path = tmp_path / "old.h5"
+    with h5py.File(path, "w") as f:  # the layout of the files written before format version 2
+        f.attrs.update(format="mlff-dataset", version=1, description="old labels",
+                       provenance=json.dumps({"created_utc": "2026-11-01T00:00:00+00:00"}))
+        for table in TABLES:
+            _create_table(f.create_group(table), 1, "float64")
+    label(structures(7), EMTLabeler(fail_every=3), path, progress=False)
+    old = Dataset(path)
+    assert old.version == 1 and len(old) == 4 and len(old.read(table="failures")) == 3
+    before, checksum, comparable = path.stat().st_size, old.checksum(), _comparable(path)
+    u = upgrade(path)
+    new = Dataset(path)
+    assert new.version == VERSION == u["to_version"] and u["from_version"] == 1
+    assert new.checksum() == checksum == u["checksum"] and _comparable(path) == comparable  # failures too
+    assert u["bytes_after"] == path.stat().st_size < before / 2
+    with h5py.File(path, "r") as f:
+        assert f.attrs["description"] == "old labels"
+        assert json.loads(f.attrs["provenance"])["created_utc"] == "2026-11-01T00:00:00+00:00"
+        assert json.loads(f.attrs["upgraded"])["from_version"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".old.h5.upgrade")) == []
+    assert main(["data", "upgrade", str(path)]) == 0  # a second upgrade leaves the file as it is
+    assert "already version 2, left as it is" in capsys.readouterr().out and path.stat().st_size == u["bytes_after"]
