@@ -5,6 +5,7 @@ in one batch, monitors on, then the bonds and the committee spread over time (is
     python workflows/fdh_stability.py analyse [--card potentials/fdh-cluster-small-xtb]
     python workflows/fdh_stability.py run --potential gfn2-xtb --steps 4000 --out out/fdh_stability_xtb   # reference
     python workflows/fdh_stability.py export --to data/fdh-cluster/xtb_small_contact.h5   # xTB labels where it failed
+                                         [--spread-above 0.3]   # and wherever any replica's committee was unsure
 
 `analyse` writes OUT/stability.json and OUT/stability.png (committee force spread, xi and temperature against
 time per replica); with --card it also writes the numbers into the potential's directory (stability.json and
@@ -179,17 +180,27 @@ def _worst(series: dict) -> int:
     return int(max(series, key=lambda s: np.nan_to_num(series[s][-1].get("max_force_std", np.nan), nan=-1)))
 
 
-def export_frames(frames, start, *, source: str, rattle: int, sigma_A: float, seed: int) -> list:
+def pick_frames(frames, *, last: int, spread_above: float | None) -> list[int]:
+    """Numbers of the ``last`` frames and of every frame whose committee force spread (``info["max_force_std"]``,
+    eV/Å) is at least ``spread_above``, in order."""
+    picked = set(range(len(frames))[len(frames) - last:]) if last > 0 else set()
+    if spread_above is not None:  # NaN (one member, or the reference level) never counts
+        picked |= {k for k, f in enumerate(frames) if f.info.get("max_force_std", np.nan) >= spread_above}
+    return sorted(picked)
+
+
+def export_frames(frames, start, *, source: str, rattle: int, sigma_A: float, seed: int, numbers=None) -> list:
     """``frames`` (and ``rattle`` Gaussian copies of each, free atoms only) as unlabelled records with the start
     structure's info, xi, the tags ``contact`` and the xi region, and a split: every fifth frame, copies included,
-    is ``test``."""
+    is ``test``. ``numbers``: the frames' numbers in the trajectory, for their source (default 0, 1, ...)."""
     from mlff.data.cluster import reaction_coordinate
     from mlff.data.recipe import region_of
     from mlff.data.records import fixed_indices
 
     rng = np.random.default_rng(seed)
     out = []
-    for k, frame in enumerate(frames):
+    numbers = range(len(frames)) if numbers is None else numbers
+    for k, (number, frame) in enumerate(zip(numbers, frames)):
         for copy in range(rattle + 1):
             atoms = frame.copy()
             atoms.calc = None
@@ -198,7 +209,7 @@ def export_frames(frames, start, *, source: str, rattle: int, sigma_A: float, se
                 free = np.setdiff1d(np.arange(len(atoms)), fixed_indices(atoms))
                 atoms.positions[free] += rng.normal(0.0, sigma_A, (len(free), 3))
             xi = reaction_coordinate(atoms)
-            atoms.info.update(source=f"{source} frame {k}" + (f" rattled {copy}, sigma {sigma_A:g} Å, seed {seed}"
+            atoms.info.update(source=f"{source} frame {number}" + (f" rattled {copy}, sigma {sigma_A:g} Å, seed {seed}"
                                                               if copy else ""),
                               xi=xi, tags=sorted({"contact", region_of(xi)}), split="test" if k % 5 == 4 else "train")
             out.append(atoms)
@@ -214,12 +225,17 @@ def _export(args) -> None:
     out = Path(args.out or DEFAULTS["out"])
     run, config, series = _load_run(out, "export from")
     worst = _worst(series)
-    frames = read_h5md(out / "trajectory.h5", ":", group=f"system_{worst:04d}")[-args.last:]
     start = read_structure(config.get("structure", DEFAULTS["structure"]))
     began = run.get("provenance", {}).get("created_utc", "?")  # names the potential when its path was reused
     source = (f"fdh_stability run {out.name} of {began} (potential {config.get('potential', DEFAULTS['potential'])}, "
-              f"status {run['status']} at step {run['step']}) replica {worst}")
-    records = export_frames(frames, start, source=source, rattle=args.rattle, sigma_A=args.sigma, seed=args.seed)
+              f"status {run['status']} at step {run['step']})")
+    records = []
+    for s in sorted(series) if args.spread_above is not None else [worst]:
+        frames = read_h5md(out / "trajectory.h5", ":", group=f"system_{int(s):04d}")
+        numbers = pick_frames(frames, last=args.last if s == worst else 0, spread_above=args.spread_above)
+        records += export_frames([frames[k] for k in numbers], start, source=f"{source} replica {s}",
+                                 rattle=args.rattle, sigma_A=args.sigma, seed=args.seed + int(s), numbers=numbers)
+    print(f"{len(records)} records to label ({args.rattle} rattled copies of each frame)")
     description = "GFN2-xTB labels of frames where a potential's stability MD failed (workflows/fdh_stability.py export)"
     if not Path(args.to).is_file():  # compact: float32 positions and forces, like the other xTB data
         Dataset.create(args.to, description=description, precision="float32")
@@ -391,7 +407,9 @@ def main(argv=None) -> int:
     exp.add_argument("--last", type=int, default=40, help="frames from the end of the worst replica (default 40)")
     exp.add_argument("--rattle", type=int, default=4, help="Gaussian copies of each frame (default 4)")
     exp.add_argument("--sigma", type=float, default=0.05, help="their displacement, Å (default 0.05)")
-    exp.add_argument("--seed", type=int, default=0)
+    exp.add_argument("--spread-above", type=float, help="also every frame of any replica whose committee force "
+                     "spread was at least this (eV/Å)")
+    exp.add_argument("--seed", type=int, default=0, help="rattle seed, plus the replica's number (default 0)")
     for s in (run, ana, exp):
         s.add_argument("--out")
     args = p.parse_args(argv)

@@ -209,7 +209,7 @@ def test_the_stability_run_with_xtb_itself_steps_on_xtb_forces_and_resumes(tmp_p
     from mlff.md.h5md import read_h5md
 
     to = tmp_path / "contact.h5"
-    export = argparse.Namespace(out=str(out), to=str(to), last=2, rattle=1, sigma=0.05, seed=0)
+    export = argparse.Namespace(out=str(out), to=str(to), last=2, rattle=1, sigma=0.05, seed=0, spread_above=None)
     stability._export(export)
     records = Dataset(to).read()
     n = min(2, len(read_h5md(out / "trajectory.h5", ":", group="system_0000")))
@@ -258,3 +258,14 @@ def test_the_numbers_of_a_run_go_only_into_the_card_of_the_weights_it_ran(tmp_pa
     with pytest.raises(MLFFError, match="not those the stability run used"):
         stability._check_weights(run, other, "write the stability numbers into the card of")
     shutil.rmtree(other)
+
+
+def test_the_export_picks_the_last_frames_and_every_frame_where_the_committee_was_unsure():
+    frames = [molecule("H2O") for _ in range(8)]
+    for k, (atoms, spread) in enumerate(zip(frames, [0.1, 0.5, 0.2, np.nan, 0.3, 0.1, 0.1, 0.2])):
+        atoms.info["max_force_std"] = spread
+    assert stability.pick_frames(frames, last=2, spread_above=None) == [6, 7]
+    assert stability.pick_frames(frames, last=2, spread_above=0.3) == [1, 4, 6, 7]
+    assert stability.pick_frames(frames, last=0, spread_above=0.3) == [1, 4]  # the other replicas
+    assert stability.pick_frames(frames, last=0, spread_above=None) == []
+    assert stability.pick_frames(frames[:1], last=40, spread_above=None) == [0]
