@@ -166,7 +166,7 @@ def _check_weights(run: dict, potential, what: str) -> None:
     """Refuse ``what`` with ``potential`` (a name or directory) where its weights are not those the run used
     (run.json's sha256 pins; a run written before they were recorded is not checked)."""
     from mlff.errors import MLFFError
-    from mlff.md.runner import weights_pins
+    from mlff.models.store import weights_pins
 
     before = (run.get("inputs") or {}).get("potential_sha256")
     now = weights_pins(potential).get("potential_sha256")

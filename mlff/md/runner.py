@@ -12,7 +12,6 @@ writes a run directory at a time (lock file ``.lock``); a resume refuses a poten
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -132,21 +131,9 @@ def potential_pins(config: MDConfig) -> dict:
     """What pins the run's potential: for a directory, the sha256 of every weights file (potential.json)."""
     if not isinstance(config.potential, (str, Path)):
         return {}  # an untrained config (in the config hash with its seed) or an object given by a script
+    from mlff.models.store import weights_pins
+
     return weights_pins(config.potential)
-
-
-def weights_pins(potential: str | Path) -> dict:
-    """The sha256 of every weights file of a potential (a name or a directory) and one digest of them all;
-    {} where it has no readable potential.json."""
-    from mlff.models.store import resolve_potential_path
-
-    path = resolve_potential_path(potential)
-    try:
-        files = json.loads((path / "potential.json").read_text())["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}  # load_potential names what is wrong with it
-    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-    return {"potential": str(path), "potential_sha256": digest, "potential_files_sha256": files}
 
 
 def _check_pins(data: dict, pins: dict, out: Path) -> None:

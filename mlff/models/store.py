@@ -3,6 +3,7 @@ committee member, and a human-readable ``MODEL_CARD.md``. Loading never unpickle
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -96,6 +97,18 @@ def resolve_potential_path(path) -> Path:
     if not path.exists() and shipped.is_dir():
         return shipped
     return path
+
+
+def weights_pins(potential: str | Path) -> dict:
+    """The sha256 of every weights file of a potential (a name or a directory, from its potential.json) and one
+    digest of them all: what pins a run to the weights it used. {} where it has no readable potential.json."""
+    path = resolve_potential_path(potential)
+    try:
+        files = json.loads((path / "potential.json").read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # load_potential names what is wrong with it
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    return {"potential": str(path), "potential_sha256": digest, "potential_files_sha256": files}
 
 
 def potential_level(path) -> str | None:

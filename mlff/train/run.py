@@ -323,6 +323,11 @@ def _train_locked(config: TrainConfig, dist: Dist, resume: bool, on_step, run_di
 def _origin(config: TrainConfig) -> str:
     what = f"committee of {config.committee}" if config.committee > 1 else "single model"
     start = f"fine-tuned from {config.init_from}" if config.init_from else "trained from scratch"
+    if config.init_from and Path(config.init_from).is_dir():  # the path may later hold other weights: pin these
+        from mlff.models.store import weights_pins
+
+        digest = weights_pins(config.init_from).get("potential_sha256")
+        start += f" (weights sha256 {digest[:16]})" if digest else ""
     return f"mlff train: {what}, {start}, seed {config.seed}"
 
 

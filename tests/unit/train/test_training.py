@@ -180,3 +180,18 @@ def test_progress_reports_steps_within_an_epoch(small_config, emt_dataset, tmp_p
     # the first step only starts the clock, the last one is the epoch's own line
     assert total[0] >= 4 and set(total) == {total[0]} and list(done) == list(range(2, total[0]))
     assert "member 1/1 epoch 1/1: loss " in err
+
+
+def test_a_potential_fine_tuned_from_a_directory_names_the_weights_it_started_from(small_potential, small_config,
+                                                                                   emt_dataset, tmp_path):
+    from mlff.models.store import save_potential, weights_pins
+    from mlff.train.config import train_config
+    from mlff.train.run import _origin
+
+    foundation = tmp_path / "foundation"
+    save_potential(small_potential, foundation)
+    cfg = config(small_config, emt_dataset, tmp_path / "run", init_from=str(foundation))
+    digest = weights_pins(foundation)["potential_sha256"]
+    assert _origin(train_config(cfg)).endswith(f"fine-tuned from {foundation} (weights sha256 {digest[:16]}), seed 0")
+    cfg["init_from"] = None  # from scratch: nothing to pin
+    assert "weights sha256" not in _origin(train_config(cfg))

@@ -242,8 +242,7 @@ def test_the_numbers_of_a_run_go_only_into_the_card_of_the_weights_it_ran(tmp_pa
     import shutil
 
     from mlff.errors import MLFFError
-    from mlff.md.runner import weights_pins
-    from mlff.models.store import resolve_potential_path
+    from mlff.models.store import resolve_potential_path, weights_pins
 
     shipped = resolve_potential_path("fdh-cluster-small-xtb")
     run = {"inputs": weights_pins(shipped)}
