@@ -124,6 +124,16 @@ def _compare(args) -> None:
         _append_results(doc, path, out / "fidelity.png")
 
 
+def _which_weights(run_dir: Path) -> str:
+    """Which weights the MACE windows ran: a shipped name holds another round after each retraining."""
+    run = json.loads((run_dir / "run.json").read_text())
+    digest = (run.get("inputs") or {}).get("potential_sha256")
+    commit = run.get("provenance", {}).get("mlff_git_commit") or "?"
+    return (f"MACE windows: potential {run.get('config', {}).get('potential')}"
+            + (f" (weights sha256 {digest[:16]})" if digest else "") + f", mlff git {commit[:8]}, "
+            f"run {run.get('provenance', {}).get('created_utc', '?')}.")
+
+
 def _append_results(doc: dict, json_path: Path, png: Path) -> None:
     import shutil
 
@@ -150,7 +160,8 @@ def _append_results(doc: dict, json_path: Path, png: Path) -> None:
              f"at xi = {c['at_cv_A']:+.2f} Å (combined 1-sigma there {c['combined_sigma_there_kcal_per_mol']:.2f}), "
              f"RMS {c['rms_difference_kcal_per_mol']:.2f}; within {c['tolerance_kcal_per_mol']} kcal/mol everywhere: "
              f"{'yes' if c['within_tolerance'] else 'no'}; within 0.5 kcal/mol or 2 sigma: "
-             f"{'yes' if c['within_tolerance_or_2sigma'] else 'no'}. Plot and numbers: benchmarks/fidelity/.")
+             f"{'yes' if c['within_tolerance_or_2sigma'] else 'no'}. {_which_weights(json_path.parent / 'mace')} "
+             "Plot and numbers: benchmarks/fidelity/.")
     append_results("Pipeline fidelity: xi free energy with GFN2-xTB vs the MACE trained on it", table, notes)
 
 

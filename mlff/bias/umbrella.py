@@ -325,7 +325,7 @@ def run_umbrella(config: UmbrellaConfig | dict | str | Path, *, resume: bool = F
     from mlff.bias.io import BIAS_JSON
     from mlff.md.config import read_structure
     from mlff.md.engines import AseEngine, BatchEngine
-    from mlff.md.runner import run_md
+    from mlff.md.runner import potential_pins, run_md
 
     if not isinstance(config, UmbrellaConfig):
         config = load_umbrella_config(config)
@@ -335,9 +335,10 @@ def run_umbrella(config: UmbrellaConfig | dict | str | Path, *, resume: bool = F
     structure = structure if structure is not None else read_structure(config.structure)
     n = config.systems if config.metad is not None else len(window_centers(config.centers_A))
     md_config = _md_config(config, n)
-    potential = None
+    potential, pins = None, {}
     if model is None:
         potential, model = make_force_model(config, md_config, structure)
+        pins = potential_pins(md_config)  # the weights the windows run, in run.json and checked on --resume
     biases, kind = build_biases(config, [structure.info] * n, md_config.temperature_K, md_config.seed)
     if resume:
         starts = read(out / "starts.xyz", ":")
@@ -366,7 +367,7 @@ def run_umbrella(config: UmbrellaConfig | dict | str | Path, *, resume: bool = F
         write(out / "starts.xyz", [a.copy() for a in starts])
         (out / BIAS_JSON).write_text(json.dumps(_meta(config, biases, kind, md_config, biased, start_cv), indent=1,
                                                 default=str) + "\n")
-    summary = run_md(md_config, resume=resume, engine=biased, show_progress=show_progress)
+    summary = run_md(md_config, resume=resume, engine=biased, show_progress=show_progress, pins=pins)
     meta = json.loads((out / BIAS_JSON).read_text())
     meta["windows"] = _window_stats(out, biases)
     meta["status"] = {"md": summary["status"], "step": summary["step"]}

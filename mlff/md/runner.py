@@ -214,22 +214,24 @@ def _loop(config: MDConfig, engine, outputs: _Outputs, out: Path, flag: SignalFl
 
 
 def run_md(config: MDConfig | dict | str | Path, *, resume: bool = False, atoms=None, potential=None,
-           engine=None, show_progress: bool | None = None) -> dict:
+           engine=None, show_progress: bool | None = None, pins: dict | None = None) -> dict:
     """Run (or resume) the MD of ``config``; returns the run summary (also written to run.json).
 
-    ``atoms`` / ``potential`` / ``engine`` replace what the config names (tests, scripts)."""
+    ``atoms`` / ``potential`` / ``engine`` replace what the config names (tests, scripts). ``pins``: the weights
+    a given engine runs (``potential_pins``), recorded and checked on resume as for a potential the config names."""
     if not isinstance(config, MDConfig):
         config = load_md_config(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     with WriterLock(out / ".lock", f"MD run {out}"):
-        return _run_md(config, out, resume, atoms, potential, engine, show_progress)
+        return _run_md(config, out, resume, atoms, potential, engine, show_progress, pins)
 
 
-def _run_md(config: MDConfig, out: Path, resume: bool, atoms, potential, engine, show_progress) -> dict:
+def _run_md(config: MDConfig, out: Path, resume: bool, atoms, potential, engine, show_progress, pins) -> dict:
     from mlff.md.engines import AseEngine, BatchEngine
 
-    pins = potential_pins(config) if potential is None and engine is None else {}
+    if pins is None:
+        pins = potential_pins(config) if potential is None and engine is None else {}
     if resume and pins and (out / FILES["checkpoint"]).exists():  # before loading a potential it would refuse
         _check_pins(load_checkpoint(out / FILES["checkpoint"], config=config.to_dict()), pins, out)
     if engine is None:

@@ -41,6 +41,12 @@ def test_the_shipped_potential_runs_the_workflow(tmp_path, capsys, monkeypatch):
     assert summary["systems"] == 24 and summary["step"] == 3
     run = read_biased_run(tmp_path / "umbrella")
     assert np.abs(run.cv[-1] - run.centers).max() < 0.3  # 3 steps of 0.5 fs: each window near its centre
+    import json
+
+    from mlff.models.store import weights_pins
+
+    pinned = json.loads((tmp_path / "umbrella" / "run.json").read_text())["inputs"]  # which round of the weights
+    assert pinned["potential_sha256"] == weights_pins("fdh-cluster-small-xtb")["potential_sha256"]
 
 
 @pytest.mark.slow
