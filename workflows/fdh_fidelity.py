@@ -4,7 +4,7 @@ free energy, against the exact reference that xTB is cheap enough to sample dire
 
     python workflows/fdh_fidelity.py run xtb  [--resume]     # about an hour of one core (background: nohup nice)
     python workflows/fdh_fidelity.py run mace [--resume]     # ~1.5 h of one core; needs potentials/fdh-cluster-small-xtb
-    python workflows/fdh_fidelity.py compare [--append-results]   # mlff fes on both, overlay plot, the numbers
+    python workflows/fdh_fidelity.py compare [--append-results] [--card potentials/fdh-cluster-small-xtb]
 
 `compare` writes OUT/fidelity.json (both profiles, their difference and error bars, the verdict, provenance)
 and OUT/fidelity.png (the overlay and the difference), OUT = out/fidelity unless --out. The two profiles are
@@ -122,6 +122,45 @@ def _compare(args) -> None:
     print(f"wrote {path} and {out / 'fidelity.png'}")
     if args.append_results:
         _append_results(doc, path, out / "fidelity.png")
+    if args.card:
+        _card(Path(args.card), doc, out)
+
+
+def card_text(doc: dict, weights: str) -> str:
+    """The "Pipeline fidelity" section of a potential's card: the comparison, the verdict and both barriers."""
+    c, b = doc["comparison"], doc["barriers_kcal_per_mol [value, error]"]
+    lo, hi = c["range_A"]
+    verdict = ("yes" if c["within_tolerance"] else "**no**", "yes" if c["within_tolerance_or_2sigma"] else "**no**")
+    rows = [f"| {name} | {b[k]['barrier_forward'][0]:.2f} ± {b[k]['barrier_forward'][1]:.2f} | "
+            f"{b[k]['reaction'][0]:.2f} ± {b[k]['reaction'][1]:.2f} |"
+            for k, name in (("xtb", "GFN2-xTB (reference)"), ("mace", "this potential"))]
+    return "\n".join([
+        f"The xi free-energy profile of the small cluster at 300 K from the same umbrella windows "
+        f"(`workflows/fdh_fidelity.py`, `mlff fes`, MBAR with bootstrap errors) run with GFN2-xTB itself and with "
+        f"this potential. Over xi in [{lo:+.1f}, {hi:+.1f}] Å ({c['bins_compared']} bins): max |F_this - F_xTB| = "
+        f"{c['max_abs_difference_kcal_per_mol']:.2f} kcal/mol at xi = {c['at_cv_A']:+.2f} Å (combined 1-sigma "
+        f"{c['combined_sigma_there_kcal_per_mol']:.2f}), RMS {c['rms_difference_kcal_per_mol']:.2f}; within "
+        f"{c['tolerance_kcal_per_mol']} kcal/mol everywhere: {verdict[0]}; within it or 2 sigma: {verdict[1]}. "
+        f"{weights} Plot: `fidelity.png`.", "",
+        "| level | barrier (kcal/mol) | reaction free energy (kcal/mol) |", "|---|---|---|", *rows])
+
+
+def _card(card_dir: Path, doc: dict, out: Path) -> None:
+    """Write the comparison into the card of the potential the MACE windows ran (refused for other weights)."""
+    import shutil
+
+    from mlff.errors import MLFFError
+    from mlff.models.store import set_card_section, weights_pins
+
+    run = json.loads((out / "mace" / "run.json").read_text())
+    before = (run.get("inputs") or {}).get("potential_sha256")
+    now = weights_pins(card_dir).get("potential_sha256")
+    if before and before != now:
+        raise MLFFError(f"cannot write the fidelity numbers into {card_dir}: its weights are not those the MACE "
+                        f"windows ran (sha256 {before[:16]} then, {str(now)[:16]} now)")
+    set_card_section(card_dir / "MODEL_CARD.md", "Pipeline fidelity", card_text(doc, _which_weights(out / "mace")))
+    shutil.copyfile(out / "fidelity.png", card_dir / "fidelity.png")
+    print(f"wrote the Pipeline fidelity section of {card_dir / 'MODEL_CARD.md'} and {card_dir / 'fidelity.png'}")
 
 
 def _which_weights(run_dir: Path) -> str:
@@ -211,6 +250,8 @@ def main(argv=None) -> int:
     cmp_.add_argument("--bins", type=int, default=32)
     cmp_.add_argument("--fes-config", help="a YAML of mlff fes settings (FESConfig keys) for both analyses")
     cmp_.add_argument("--append-results", action="store_true", help="add the numbers to benchmarks/RESULTS.md")
+    cmp_.add_argument("--card", help="a potential directory (the one the MACE windows ran): write the numbers and "
+                      "the plot into its card")
     for s in (run, cmp_):
         s.add_argument("--config", default=str(HERE / "fdh_fidelity.yaml"))
         s.add_argument("--out", default="out/fidelity")

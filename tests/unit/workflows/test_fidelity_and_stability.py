@@ -96,6 +96,25 @@ def test_compare_writes_the_overlay_and_the_verdict_from_two_fes_analyses(tmp_pa
     assert c["within_tolerance"] and 0.3 * kcal * 0.5 < c["max_abs_difference_kcal_per_mol"] < 0.3 * kcal
     assert doc["barriers_kcal_per_mol [value, error]"]["xtb"]["barrier_forward"][0] == pytest.approx(20.0 * kcal, rel=1e-3)
     assert doc["provenance"]["mace"] == {"run": "mace"} and len(doc["difference"]) == 32
+    # --card: the section and the plot go into the card of the weights the MACE windows ran, and no other's
+    from mlff.errors import MLFFError
+    from mlff.models.store import resolve_potential_path, weights_pins
+
+    card = tmp_path / "potential"
+    card.mkdir()
+    (card / "potential.json").write_text((resolve_potential_path("fdh-cluster-small-xtb") / "potential.json").read_text())
+    (card / "MODEL_CARD.md").write_text("# a potential\n\n## Stability\n\nkept\n")
+    (tmp_path / "mace").mkdir()
+    run = {"config": {"potential": str(card)}, "inputs": weights_pins(card), "provenance": {"mlff_git_commit": "abc"}}
+    (tmp_path / "mace" / "run.json").write_text(json.dumps(run))
+    assert fidelity.main(["compare", "--out", str(tmp_path), "--card", str(card)]) == 0
+    text = (card / "MODEL_CARD.md").read_text()
+    assert "## Stability\n\nkept" in text and "## Pipeline fidelity" in text and "within 0.5 kcal/mol everywhere: yes" in text
+    assert f"(weights sha256 {run['inputs']['potential_sha256'][:16]})" in text and (card / "fidelity.png").is_file()
+    run["inputs"]["potential_sha256"] = "0" * 64  # the windows ran other weights
+    (tmp_path / "mace" / "run.json").write_text(json.dumps(run))
+    with pytest.raises(MLFFError, match="not those the MACE windows ran"):
+        fidelity._card(card, doc, tmp_path)
 
 
 def test_the_two_runs_share_the_windows_and_differ_in_potential_and_precision(tmp_path):
