@@ -126,22 +126,31 @@ def _compare(args) -> None:
         _card(Path(args.card), doc, out)
 
 
+def _comparison_text(c: dict) -> str:
+    """The comparison and the verdict in one sentence (RESULTS.md and the card)."""
+    return (f"Over xi in [{c['range_A'][0]}, {c['range_A'][1]}] Å ({c['bins_compared']} bins, {c['bins_missing']} "
+            f"missing): max |F_MACE - F_xTB| = {c['max_abs_difference_kcal_per_mol']:.2f} kcal/mol at xi = "
+            f"{c['at_cv_A']:+.2f} Å (combined 1-sigma there {c['combined_sigma_there_kcal_per_mol']:.2f}), RMS "
+            f"{c['rms_difference_kcal_per_mol']:.2f}; within {c['tolerance_kcal_per_mol']} kcal/mol everywhere: "
+            f"{'yes' if c['within_tolerance'] else 'no'}; within 0.5 kcal/mol or 2 sigma: "
+            f"{'yes' if c['within_tolerance_or_2sigma'] else 'no'}.")
+
+
+def _barrier_rows(doc: dict, mace_name: str) -> list[list[str]]:
+    """[level, barrier ± error, reaction free energy ± error] for xTB and the MACE run, kcal/mol."""
+    b = doc["barriers_kcal_per_mol [value, error]"]
+    return [[name, f"{b[k]['barrier_forward'][0]:.2f} ± {b[k]['barrier_forward'][1]:.2f}",
+             f"{b[k]['reaction'][0]:.2f} ± {b[k]['reaction'][1]:.2f}"]
+            for k, name in (("xtb", "GFN2-xTB (reference)"), ("mace", mace_name))]
+
+
 def card_text(doc: dict, weights: str) -> str:
     """The "Pipeline fidelity" section of a potential's card: the comparison, the verdict and both barriers."""
-    c, b = doc["comparison"], doc["barriers_kcal_per_mol [value, error]"]
-    lo, hi = c["range_A"]
-    verdict = ("yes" if c["within_tolerance"] else "**no**", "yes" if c["within_tolerance_or_2sigma"] else "**no**")
-    rows = [f"| {name} | {b[k]['barrier_forward'][0]:.2f} ± {b[k]['barrier_forward'][1]:.2f} | "
-            f"{b[k]['reaction'][0]:.2f} ± {b[k]['reaction'][1]:.2f} |"
-            for k, name in (("xtb", "GFN2-xTB (reference)"), ("mace", "this potential"))]
+    rows = ["| " + " | ".join(row) + " |" for row in _barrier_rows(doc, "this potential")]
     return "\n".join([
-        f"The xi free-energy profile of the small cluster at 300 K from the same umbrella windows "
-        f"(`workflows/fdh_fidelity.py`, `mlff fes`, MBAR with bootstrap errors) run with GFN2-xTB itself and with "
-        f"this potential. Over xi in [{lo:+.1f}, {hi:+.1f}] Å ({c['bins_compared']} bins): max |F_this - F_xTB| = "
-        f"{c['max_abs_difference_kcal_per_mol']:.2f} kcal/mol at xi = {c['at_cv_A']:+.2f} Å (combined 1-sigma "
-        f"{c['combined_sigma_there_kcal_per_mol']:.2f}), RMS {c['rms_difference_kcal_per_mol']:.2f}; within "
-        f"{c['tolerance_kcal_per_mol']} kcal/mol everywhere: {verdict[0]}; within it or 2 sigma: {verdict[1]}. "
-        f"{weights} Plot: `fidelity.png`.", "",
+        "The xi free-energy profile of the small cluster at 300 K from the same umbrella windows "
+        "(`workflows/fdh_fidelity.py`, `mlff fes`, MBAR with bootstrap errors) run with GFN2-xTB itself and with "
+        f"this potential (MACE). {_comparison_text(doc['comparison'])} {weights} Plot: `fidelity.png`.", "",
         "| level | barrier (kcal/mol) | reaction free energy (kcal/mol) |", "|---|---|---|", *rows])
 
 
@@ -149,23 +158,18 @@ def _card(card_dir: Path, doc: dict, out: Path) -> None:
     """Write the comparison into the card of the potential the MACE windows ran (refused for other weights)."""
     import shutil
 
-    from mlff.errors import MLFFError
-    from mlff.models.store import set_card_section, weights_pins
+    from mlff.models.store import check_weights, set_card_section
 
     run = json.loads((out / "mace" / "run.json").read_text())
-    before = (run.get("inputs") or {}).get("potential_sha256")
-    now = weights_pins(card_dir).get("potential_sha256")
-    if before and before != now:
-        raise MLFFError(f"cannot write the fidelity numbers into {card_dir}: its weights are not those the MACE "
-                        f"windows ran (sha256 {before[:16]} then, {str(now)[:16]} now)")
-    set_card_section(card_dir / "MODEL_CARD.md", "Pipeline fidelity", card_text(doc, _which_weights(out / "mace")))
+    check_weights(run.get("inputs"), card_dir, f"write the fidelity numbers into {card_dir}", "the MACE windows ran")
+    set_card_section(card_dir / "MODEL_CARD.md", "Pipeline fidelity", card_text(doc, _which_weights(run)))
     shutil.copyfile(out / "fidelity.png", card_dir / "fidelity.png")
     print(f"wrote the Pipeline fidelity section of {card_dir / 'MODEL_CARD.md'} and {card_dir / 'fidelity.png'}")
 
 
-def _which_weights(run_dir: Path) -> str:
-    """Which weights the MACE windows ran: a shipped name holds another round after each retraining."""
-    run = json.loads((run_dir / "run.json").read_text())
+def _which_weights(run: dict) -> str:
+    """Which weights the MACE windows ran (their run.json): a shipped name holds another round after each
+    retraining."""
     digest = (run.get("inputs") or {}).get("potential_sha256")
     commit = run.get("provenance", {}).get("mlff_git_commit") or "?"
     return (f"MACE windows: potential {run.get('config', {}).get('potential')}"
@@ -188,18 +192,11 @@ def _append_results(doc: dict, json_path: Path, png: Path) -> None:
         (ship / which).mkdir(exist_ok=True)
         for name in RUN_FILES:
             shutil.copyfile(json_path.parent / which / name, ship / which / name)
-    c, b = doc["comparison"], doc["barriers_kcal_per_mol [value, error]"]
-    rows = [[name, f"{b[k]['barrier_forward'][0]:.2f} ± {b[k]['barrier_forward'][1]:.2f}",
-             f"{b[k]['reaction'][0]:.2f} ± {b[k]['reaction'][1]:.2f}"]
-            for k, name in (("xtb", "GFN2-xTB (reference)"), ("mace", "MACE fdh-cluster-small-xtb"))]
+    rows = _barrier_rows(doc, "MACE fdh-cluster-small-xtb")
     table = markdown_table(["xi profile, small FDH cluster, 300 K", "barrier (kcal/mol)", "reaction F (kcal/mol)"], rows)
-    notes = (f"Same 24 umbrella windows (workflows/fdh_fidelity.yaml), both analysed by `mlff fes` (MBAR, bootstrap "
-             f"errors). Over xi in [{c['range_A'][0]}, {c['range_A'][1]}] Å ({c['bins_compared']} bins, "
-             f"{c['bins_missing']} missing): max |F_MACE - F_xTB| = {c['max_abs_difference_kcal_per_mol']:.2f} kcal/mol "
-             f"at xi = {c['at_cv_A']:+.2f} Å (combined 1-sigma there {c['combined_sigma_there_kcal_per_mol']:.2f}), "
-             f"RMS {c['rms_difference_kcal_per_mol']:.2f}; within {c['tolerance_kcal_per_mol']} kcal/mol everywhere: "
-             f"{'yes' if c['within_tolerance'] else 'no'}; within 0.5 kcal/mol or 2 sigma: "
-             f"{'yes' if c['within_tolerance_or_2sigma'] else 'no'}. {_which_weights(json_path.parent / 'mace')} "
+    run = json.loads((json_path.parent / "mace" / "run.json").read_text())
+    notes = ("Same 24 umbrella windows (workflows/fdh_fidelity.yaml), both analysed by `mlff fes` (MBAR, bootstrap "
+             f"errors). {_comparison_text(doc['comparison'])} {_which_weights(run)} "
              "Plot and numbers: benchmarks/fidelity/.")
     append_results("Pipeline fidelity: xi free energy with GFN2-xTB vs the MACE trained on it", table, notes)
 

@@ -163,16 +163,10 @@ def _load_run(out: Path, what: str) -> tuple[dict, dict, dict]:
 
 
 def _check_weights(run: dict, potential, what: str) -> None:
-    """Refuse ``what`` with ``potential`` (a name or directory) where its weights are not those the run used
-    (run.json's sha256 pins; a run written before they were recorded is not checked)."""
-    from mlff.errors import MLFFError
-    from mlff.models.store import weights_pins
+    """Refuse ``what`` with ``potential`` where its weights are not those the run used (run.json's pins)."""
+    from mlff.models.store import check_weights
 
-    before = (run.get("inputs") or {}).get("potential_sha256")
-    now = weights_pins(potential).get("potential_sha256")
-    if before and before != now:
-        raise MLFFError(f"cannot {what} {potential}: its weights are not those the stability run used (sha256 "
-                        f"{before[:16]} then, {str(now)[:16]} now); run the check again with these weights")
+    check_weights(run.get("inputs"), potential, f"{what} {potential}", "the stability run used")
 
 
 def _worst(series: dict) -> int:
@@ -280,14 +274,15 @@ def _analyse(args) -> None:
     potential = config.get("potential", DEFAULTS["potential"]) if isinstance(run.get("config"), dict) else None
     reference = None
     if args.reference:
+        checked = potential or DEFAULTS["potential"]
         from mlff.md import read_structure
 
         start = read_structure(config.get("structure", DEFAULTS["structure"])).info
         charge = {k: start[k] for k in ("charge", "multiplicity") if k in start}
         worst = _worst(series)
-        _check_weights(run, potential or DEFAULTS["potential"], "compare with xTB")
+        _check_weights(run, checked, "compare with xTB")
         reference = {"replica": worst, "method": "GFN2-xTB (tblite), the labels' level",
-                     **reference_check(frames_of[worst], potential or DEFAULTS["potential"], charge)}
+                     **reference_check(frames_of[worst], checked, charge)}
     doc = {"what": "stability of a potential: replicas of Langevin MD of the small FDH cluster in one batch",
            "potential": potential, "reference_check": reference,
            "status": run["status"], "message": run.get("message"), "steps": run["step"],

@@ -95,10 +95,11 @@ def _upgrade(args) -> None:
 
     for path in args.paths:
         u = upgrade(path)
-        change = (f"version {u['from_version']} -> {u['to_version']}, {u['bytes_before'] / 1e3:.0f} kB -> "
-                  f"{u['bytes_after'] / 1e3:.0f} kB" if u["from_version"] < u["to_version"]
-                  else f"already version {u['from_version']}, left as it is")
-        print(f"{path}: {change} (checksum {u['checksum'][:16]}, unchanged)")
+        if u["checksum"] is None:
+            print(f"{path}: already version {u['from_version']}, left as it is")
+            continue
+        print(f"{path}: version {u['from_version']} -> {u['to_version']}, {u['bytes_before'] / 1e3:.0f} kB -> "
+              f"{u['bytes_after'] / 1e3:.0f} kB (checksum {u['checksum'][:16]}, unchanged)")
 
 
 def _merge(args) -> None:

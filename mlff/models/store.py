@@ -111,6 +111,16 @@ def weights_pins(potential: str | Path) -> dict:
     return {"potential": str(path), "potential_sha256": digest, "potential_files_sha256": files}
 
 
+def check_weights(inputs: dict | None, potential: str | Path, what: str, used_by: str) -> None:
+    """Refuse ``what`` where the weights of ``potential`` (a name or directory) are not those a run recorded
+    (``inputs``: the pins in its run.json, see ``weights_pins``); a run from before pins were recorded passes."""
+    before = (inputs or {}).get("potential_sha256")
+    now = weights_pins(potential).get("potential_sha256")
+    if before and before != now:
+        raise MLFFError(f"cannot {what}: its weights are not those {used_by} (sha256 {before[:16]} then, "
+                        f"{str(now)[:16]} now); run it again with these weights")
+
+
 def potential_level(path) -> str | None:
     """The level of theory of a saved potential's training labels (from its card, without loading weights);
     None when ``path`` (a directory or shipped name) holds no potential."""
