@@ -251,6 +251,8 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from mlff.plotting import save_figure
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for start, style in zip(STARTS, ("o-", "^-", "s--")):
         mine = sorted((r for r in rows if r["start"] == start), key=lambda r: r["n_labels"])
@@ -268,8 +270,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle("B3LYP-D3(BJ)/def2-SVP, C-PCM eps 4: learning curve of the small-cluster MACE")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def card_section(rows: list[dict], labels, schedules=()) -> str:

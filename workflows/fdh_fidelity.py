@@ -207,6 +207,8 @@ def _plot(doc: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from mlff.plotting import save_figure
+
     cv = np.array(doc["cv_A"])
     arr = {k: np.array(doc[k], dtype=float) for k in ("F_xtb", "err_xtb", "F_mace_aligned", "err_mace", "difference",
                                                       "sigma_combined")}
@@ -230,8 +232,7 @@ def _plot(doc: dict, path: Path) -> None:
     bottom.set_ylabel("ΔF (kcal/mol)")
     bottom.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:

@@ -28,6 +28,7 @@ from mlff.errors import MLFFError
 from mlff.md import load_md_config, run_md
 from mlff.md.runlog import read_log
 from mlff.models.store import potential_level, resolve_potential_path
+from mlff.plotting import save_figure
 
 HERE = Path(__file__).resolve().parent
 
@@ -72,8 +73,7 @@ def plot(log_path: Path, png: Path) -> None:
         axes[2].set_ylabel("xi = d(C-H) - d(H-C4) (Å)")
     axes[-1].set_xlabel("time (fs)")
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    save_figure(fig, png)
 
 
 def describe_level(potential) -> str:

@@ -365,6 +365,8 @@ def _plot(series: dict, systems, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from mlff.plotting import save_figure
+
     fig, axes = plt.subplots(3, 1, sharex=True, figsize=(7, 7.5))
     for s in systems:
         rows = series[s]
@@ -378,8 +380,7 @@ def _plot(series: dict, systems, path: Path) -> None:
     axes[2].set_ylabel("T (K)")
     axes[2].set_xlabel("time (ps)")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def main(argv=None) -> int:

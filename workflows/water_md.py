@@ -26,6 +26,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 import mlff
 from mlff.data import water_box
 from mlff.provenance import provenance
+from mlff.plotting import save_figure
 
 MODELS = {
     "small": {"hidden_irreps": "128x0e"},
@@ -74,8 +75,7 @@ def plot(log: np.ndarray, path: Path) -> None:
     bottom.set_ylabel("temperature (K)")
     bottom.set_xlabel("time (fs)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> dict:

@@ -9,6 +9,7 @@ import numpy as np
 
 from mlff.data.store import Dataset
 from mlff.provenance import provenance, sha256_file
+from mlff.plotting import save_figure
 
 __all__ = ["dataset_statistics", "write_card"]
 
@@ -73,8 +74,7 @@ def _plots(datasets: dict[str, Dataset], path: Path) -> None:
     ax_xi.axvspan(-0.3, 0.3, color="grey", alpha=0.15)
     ax_xi.set_ylabel("configurations")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_card(datasets: dict[str, str | Path], out_dir: str | Path, *, recipe: dict | None = None) -> Path:

@@ -15,6 +15,7 @@ import numpy as np
 
 from mlff.fes.result import Analysis
 from mlff.fes.units import kT_kcal_per_mol
+from mlff.plotting import save_figure
 
 __all__ = ["write_plots"]
 
@@ -53,7 +54,7 @@ def _profile(analysis: Analysis, path: Path) -> None:
     ax.set_ylabel("free energy (kcal/mol)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
 
 
 def _windows(analysis: Analysis, path: Path) -> None:
@@ -81,7 +82,7 @@ def _windows(analysis: Analysis, path: Path) -> None:
     ax2.legend(fontsize=8)
     for a in (ax, ax2):
         a.set_xlim(lo, hi)
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
 
 
 def _overlap(analysis: Analysis, path: Path) -> None:
@@ -107,7 +108,7 @@ def _overlap(analysis: Analysis, path: Path) -> None:
     ax.set_xlabel(f"window centre ({analysis.cv_name}, {analysis.cv_unit})")
     ax.set_ylabel(f"window centre ({analysis.cv_name}, {analysis.cv_unit})")
     ax.set_title(f"MBAR overlap; red: neighbours below {o['threshold']:g}", fontsize=9)
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
 
 
 def _convergence(analysis: Analysis, path: Path) -> None:
@@ -135,7 +136,7 @@ def _convergence(analysis: Analysis, path: Path) -> None:
     bottom.set_xlabel(f"{analysis.cv_name} ({analysis.cv_unit})")
     bottom.set_ylabel("free energy (kcal/mol)")
     bottom.legend(fontsize=6, ncol=2)
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
 
 
 def write_plots(analysis: Analysis, out: Path) -> list[Path]:

@@ -16,6 +16,7 @@ import numpy as np
 
 from mlff.errors import MLFFError
 from mlff.learn.config import LearnConfig
+from mlff.plotting import save_figure
 
 __all__ = ["test_errors", "test_indices", "profile_of", "stop_reason", "write_plot"]
 
@@ -137,7 +138,4 @@ def write_plot(reports: list[dict], path: Path) -> None:
     if any((r.get("profile") or {}).get("xi_A") for r in reports):
         ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=90)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mlff.provenance import provenance
+from mlff.plotting import save_figure
 from mlff.train.metrics import error_summary, predict, scan_errors
 
 __all__ = ["EpochReporter", "write_log", "write_outputs", "compute_metrics"]
@@ -184,8 +185,7 @@ def _parity_plot(preds: dict, path: Path, reference: str = "reference") -> None:
         ax.set(title=title, xlabel=f"{reference} ({unit})", ylabel=f"model ({unit})")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata={"Description": json.dumps(provenance())})
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _scan_plot(scans: dict, path: Path, reference: str = "reference") -> None:
@@ -202,8 +202,7 @@ def _scan_plot(scans: dict, path: Path, reference: str = "reference") -> None:
     ax.set(xlabel="xi (reaction coordinate)", ylabel="E - E_min (kcal/mol)", title="held-out scan")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata={"Description": json.dumps(provenance())})
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _learning_curves(run_dir: Path, committee: int, path: Path) -> None:
@@ -227,8 +226,7 @@ def _learning_curves(run_dir: Path, committee: int, path: Path) -> None:
         if ax.lines:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata={"Description": json.dumps(provenance())})
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _read_log(path: Path) -> list[dict]:
