@@ -16,26 +16,43 @@ from pathlib import Path
 
 from .provenance import provenance
 
-__all__ = ["save_figure", "figure_provenance"]
+__all__ = ["save_figure", "compact_png", "figure_provenance"]
 
 PALETTE_COLOURS = 256
 
 
 def save_figure(fig, path: str | Path, dpi: int = 120, close: bool = True) -> Path:
     """Write ``fig`` to ``path`` as a palette PNG with provenance; the old file is replaced only when done."""
-    from PIL import Image, PngImagePlugin
+    from PIL import Image
 
-    path = Path(path)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     if close and "matplotlib.pyplot" in sys.modules:  # figures made without pyplot have nothing to close
         sys.modules["matplotlib.pyplot"].close(fig)
     buffer.seek(0)
-    image = Image.open(buffer).convert("RGB")
-    image = image.quantize(colors=PALETTE_COLOURS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    with Image.open(buffer) as image:
+        return _write_palette_png(image, Path(path), {"Description": json.dumps(provenance()), "Software": "mlff"})
+
+
+def compact_png(path: str | Path) -> Path:
+    """Rewrite an existing true-colour PNG (e.g. one written before save_figure) as a palette PNG in place,
+    keeping its text chunks (the provenance of whatever wrote it)."""
+    from PIL import Image
+
+    path = Path(path)
+    with Image.open(path) as image:
+        image.load()
+        return _write_palette_png(image, path, dict(image.text))
+
+
+def _write_palette_png(image, path: Path, text: dict) -> Path:
+    from PIL import Image, PngImagePlugin
+
+    image = image.convert("RGB").quantize(colors=PALETTE_COLOURS, method=Image.Quantize.MEDIANCUT,
+                                          dither=Image.Dither.NONE)
     info = PngImagePlugin.PngInfo()
-    info.add_text("Description", json.dumps(provenance()))
-    info.add_text("Software", "mlff")
+    for key, value in text.items():
+        info.add_text(key, value)
     tmp = path.with_name(f".{path.name}.tmp")
     image.save(tmp, format="PNG", optimize=True, pnginfo=info)
     tmp.replace(path)

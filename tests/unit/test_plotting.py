@@ -10,7 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from mlff.plotting import figure_provenance, save_figure  # noqa: E402
+from mlff.plotting import compact_png, figure_provenance, save_figure  # noqa: E402
 
 
 def _busy_figure() -> Figure:
@@ -52,3 +52,22 @@ def test_colours_survive(tmp_path):
     with Image.open(tmp_path / "blue.png") as image:
         centre = image.convert("RGB").getpixel((50, 50))
     assert max(abs(a - b) for a, b in zip(centre, (0x1F, 0x77, 0xB4))) <= 2
+
+
+def test_compact_png_keeps_text_chunks(tmp_path):
+    from PIL import PngImagePlugin
+
+    path = tmp_path / "old.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Description", '{"command": "an older writer"}')
+    fig = _busy_figure()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    buffer.seek(0)
+    Image.open(buffer).save(path, pnginfo=info)
+    before = path.stat().st_size
+    compact_png(path)
+    assert figure_provenance(path) == {"command": "an older writer"}
+    with Image.open(path) as image:
+        assert image.mode == "P"
+    assert path.stat().st_size < before
