@@ -35,13 +35,19 @@ def check_umbrella_run(run) -> None:
 
 
 def _check_gaps(windows: list[WindowSamples], unit: str) -> None:
-    """Neighbouring windows whose samples do not even interleave cannot be joined by MBAR: one clear error."""
+    """Neighbouring windows whose equilibrated samples do not even interleave are disjoint: one clear error.
+
+    The test is on each window's whole equilibrated series, not on its decorrelated subsample: thinning a short
+    window can open a hairline gap between the kept samples of two windows that do sample the same ground
+    (seen in the FDH fidelity run: 0.015 Å between two 1.25 ps windows whose series overlap by 0.02 Å). How well
+    neighbours overlap is MBAR's overlap matrix's to say (``overlap_threshold`` flags, ``overlap_error`` refuses)."""
     order = sorted(windows, key=lambda w: w.center)
     for a, b in zip(order[:-1], order[1:]):
-        if a.samples.max() < b.samples.min() or b.samples.max() < a.samples.min():
+        pa, pb = a.production, b.production
+        if pa.max() < pb.min() or pb.max() < pa.min():
             raise MLFFError(f"windows {a.index} (centre {a.center:g} {unit}) and {b.index} (centre {b.center:g} "
-                            f"{unit}) do not overlap: no sample of one lies within the other's range; add windows "
-                            "between them or soften their springs")
+                            f"{unit}) do not overlap: no equilibrated sample of one lies within the other's range; "
+                            "add windows between them or soften their springs")
 
 
 def _edges(config: FESConfig, x_n: np.ndarray) -> np.ndarray:

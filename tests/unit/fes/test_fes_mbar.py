@@ -138,6 +138,22 @@ def test_windows_that_do_not_overlap_are_one_clear_error():
     assert "\n" not in str(err.value)
 
 
+def test_gap_check_reads_the_equilibrated_series_not_the_thinned_one():
+    from mlff.fes.timeseries import WindowSamples
+    from mlff.fes.umbrella import _check_gaps
+
+    def window(index, center, series, t0, keep):
+        return WindowSamples(index, center, 5.0, np.asarray(series, float), t0, 1.0, np.asarray(keep))
+
+    left = window(0, -0.2, [-0.40, -0.30, -0.05, -0.35], 0, [0, 1, 3])  # kept samples end at -0.30
+    right = window(1, 0.0, [-0.10, 0.10, 0.20, 0.30], 0, [1, 2, 3])  # kept samples start at +0.10
+    assert left.samples.max() < right.samples.min()  # the thinned samples do not interleave ...
+    _check_gaps([left, right], "A")  # ... but the series do (-0.10 < -0.05): not an error
+    right_late = window(1, 0.0, [-0.10, 0.10, 0.20, 0.30], 1, [1, 2, 3])  # -0.10 is before equilibration
+    with pytest.raises(MLFFError, match=r"windows 0 \(centre -0.2 A\) and 1 \(centre 0 A\) do not overlap"):
+        _check_gaps([left, right_late], "A")
+
+
 def test_too_few_samples_is_one_clear_error():
     run = umbrella_run(double_well, np.linspace(-1.5, 1.5, 5), 0.65, 8, seed=8)
     with pytest.raises(MLFFError, match=r"window 0 .* decorrelated samples .* expected at least 10"):
