@@ -51,8 +51,9 @@ def _train(args) -> int:
     members = None if args.member is None else [args.member]
     result = train(load_train_config(args.config, out=args.out), resume=args.resume, members=members)
     if result.status == "stopped":
+        member = "" if args.member is None else f" --member {args.member}"
         print(f"mlff: stopped on a signal; checkpoint written in {result.run_dir}: continue with "
-              f"`mlff train {args.config} --resume`", file=sys.stderr)
+              f"`mlff train {args.config}{member} --resume`", file=sys.stderr)
         return 75  # EX_TEMPFAIL: resumable, as `mlff md` (batch scripts requeue the job)
     if result.potential_dir is None and members is not None:
         print(f"member {args.member} trained in {result.run_dir}; once every member is, `mlff train {args.config} "

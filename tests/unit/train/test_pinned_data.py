@@ -56,3 +56,18 @@ def test_mlff_train_exits_75_after_a_signal(small_config, emt_dataset, tmp_path,
     assert "continue with `mlff train" in capsys.readouterr().err
     monkeypatch.undo()
     assert (tmp_path / "run" / "member_00" / "checkpoint.pt").is_file()
+
+
+def test_a_stopped_member_is_told_to_resume_as_that_member(small_config, emt_dataset, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config(small_config, emt_dataset, tmp_path / "run", max_epochs=50, committee=2)))
+    step = Trainer._step
+
+    def signalled(self, batch):
+        if self.state["global_step"] == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_step", signalled)
+    assert main(["train", str(path), "--member", "1"]) == 75
+    assert f"continue with `mlff train {path} --member 1 --resume`" in capsys.readouterr().err
