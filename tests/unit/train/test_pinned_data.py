@@ -40,18 +40,23 @@ def test_resume_refuses_changed_data_and_the_potential_records_its_checksum(smal
     assert started in card["metadata"]["training_data"]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
-def test_mlff_train_exits_75_after_a_signal(small_config, emt_dataset, tmp_path, monkeypatch, capsys, signum):
-    path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(config(small_config, emt_dataset, tmp_path / "run", max_epochs=50)))
+def _signal_at_the_first_step(monkeypatch, signum) -> None:
+    """Send ``signum`` to this process at the first optimizer step, as the scheduler would while a run trains."""
     step = Trainer._step
 
     def signalled(self, batch):
         if self.state["global_step"] == 0:
-            os.kill(os.getpid(), signum)  # as the scheduler would, while the run trains
+            os.kill(os.getpid(), signum)
         return step(self, batch)
 
     monkeypatch.setattr(Trainer, "_step", signalled)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_mlff_train_exits_75_after_a_signal(small_config, emt_dataset, tmp_path, monkeypatch, capsys, signum):
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config(small_config, emt_dataset, tmp_path / "run", max_epochs=50)))
+    _signal_at_the_first_step(monkeypatch, signum)
     assert main(["train", str(path)]) == 75
     assert "continue with `mlff train" in capsys.readouterr().err
     monkeypatch.undo()
@@ -61,13 +66,6 @@ def test_mlff_train_exits_75_after_a_signal(small_config, emt_dataset, tmp_path,
 def test_a_stopped_member_is_told_to_resume_as_that_member(small_config, emt_dataset, tmp_path, monkeypatch, capsys):
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(config(small_config, emt_dataset, tmp_path / "run", max_epochs=50, committee=2)))
-    step = Trainer._step
-
-    def signalled(self, batch):
-        if self.state["global_step"] == 0:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return step(self, batch)
-
-    monkeypatch.setattr(Trainer, "_step", signalled)
+    _signal_at_the_first_step(monkeypatch, signal.SIGTERM)
     assert main(["train", str(path), "--member", "1"]) == 75
     assert f"continue with `mlff train {path} --member 1 --resume`" in capsys.readouterr().err
