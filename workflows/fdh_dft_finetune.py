@@ -15,10 +15,12 @@ in a second head), "scratch" from random weights of the same architecture (fdh_x
 DFT isolated-atom E0s, the foundation's learning rate 0.01, twice the epochs). Both are scored on the DFT
 held-out scan (fdh_holdout_small.h5, never trained on): force RMSE and the largest error of relative energies
 along xi. Rows go to OUT/curve.jsonl as they finish (a killed run resumes; a row is redone when its labels,
-the held-out scan or the foundation's weights changed), and OUT/learning_curve.png plots them.
+the held-out scan, the foundation's weights or the recipes changed), and OUT/learning_curve.png plots them.
 
-`cv` chooses the recipe's schedule without looking at the held-out scan: for each candidate max_epochs, a 4-fold
-cross-validation over the training labels (fixed seeded folds; OUT/cv.jsonl, resumable).
+`cv` chooses the recipe's schedule and loss weights without looking at the held-out scan: for each candidate
+max_epochs (and energy weight of the loss, `--energy-weights`), a 4-fold cross-validation over the training labels
+(fixed seeded folds; OUT/cv.jsonl, resumable), scored on forces, energies and relative energies (the spread of the
+energy errors once their common offset is removed: what the held-out scan's relative energies measure).
 """
 
 from __future__ import annotations
@@ -54,6 +56,30 @@ def _foundation() -> str:
     path = REPO / load_yaml(CONFIG)["init_from"] / "potential.json"
     files = json.loads(path.read_text())["sha256"]
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _recipe(cv: bool = False) -> str:
+    """The checksum of the recipes a curve point is trained with (the fine-tune, its replay variant and the
+    from-scratch model), or (``cv``) of the fine-tune less what `cv` varies: rows of another recipe are stale."""
+    from mlff.config import load_yaml
+
+    recipe = load_yaml(CONFIG)
+    if cv:
+        recipe.pop("max_epochs", None)
+        recipe["loss"] = {k: v for k, v in recipe.get("loss", {}).items() if k != "energy_weight"}
+        parts = [recipe]
+    else:
+        parts = [recipe, load_yaml(REPLAY), load_yaml(FOUNDATION)["model"]]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _curve_inputs(holdout) -> str:
+    """What every curve row depends on besides its labels: the held-out scan, the foundation, the recipes."""
+    return holdout.checksum() + _foundation() + _recipe()
+
+
+def _cv_inputs() -> str:
+    return _foundation() + _recipe(cv=True)
 
 
 def _key(hashes, holdout_sha: str) -> str:
@@ -125,7 +151,7 @@ def curve(out: Path, sizes=SIZES, starts=STARTS) -> list[dict]:
         raise MLFFError(f"{HOLDOUT} has {len(holdout)} held-out scan point(s): relative energies need 2")
     out.mkdir(parents=True, exist_ok=True)
     table = out / "curve.jsonl"
-    rows, holdout_sha = _rows(table), holdout.checksum() + _foundation()
+    rows, holdout_sha = _rows(table), _curve_inputs(holdout)
     for n in _sizes(len(labels), sizes):
         key = _key(hashes[:n], holdout_sha)
         for start in [s for s in starts if s in STARTS] if n else ("xtb",):
@@ -152,80 +178,100 @@ def curve(out: Path, sizes=SIZES, starts=STARTS) -> list[dict]:
 CV_EPOCHS = (25, 50, 150, 500, 1500)  # candidate schedules for `cv` (the recipe's max_epochs)
 
 
-def cv(out: Path, epochs=CV_EPOCHS, folds: int = 4) -> list[dict]:
-    """K-fold cross-validation of the fine-tuning schedule on the DFT training labels only (never the held-out
-    scan): for each candidate ``max_epochs`` and fold, one model (the recipe, committee of one) trained on the
-    other folds and scored on the left-out labels. Rows go to OUT/cv.jsonl as they finish (resumable); returns
-    one summary per schedule: pooled force RMSE and energy RMSE over all left-out labels."""
+def _recipe_energy_weight() -> float:
+    from mlff.config import load_yaml
+
+    return float(load_yaml(CONFIG)["loss"]["energy_weight"])
+
+
+def cv(out: Path, epochs=CV_EPOCHS, folds: int = 4, energy_weights=None) -> list[dict]:
+    """K-fold cross-validation of the fine-tuning recipe on the DFT training labels only (never the held-out
+    scan): for each candidate ``max_epochs``, energy weight of the loss (``energy_weights``; default the
+    recipe's) and fold, one model (the recipe, committee of one) trained on the other folds and scored on the
+    left-out labels. Rows go to OUT/cv.jsonl as they finish (resumable); returns one summary per candidate:
+    pooled force RMSE, energy RMSE and relative-energy RMSE over all left-out labels."""
     import numpy as np
 
     from mlff.calculator import MLFFCalculator
     from mlff.data.store import Dataset
     from mlff.errors import MLFFError
 
+    weights = [_recipe_energy_weight()] if energy_weights is None else [float(w) for w in energy_weights]
+
     dataset = Dataset(LABELS)
     labels, hashes = dataset.read(), list(dataset.column("geometry_hash"))
     if len(labels) < 2 * folds:
         raise MLFFError(f"{len(labels)} DFT labels in {LABELS}: {folds}-fold cross-validation needs {2 * folds}")
     fold_of = np.random.default_rng(0).permutation(len(labels)) % folds  # fixed: the same folds on every run
-    foundation = _foundation()
+    foundation = _cv_inputs()
     labels_key = _key(hashes, "cv" + foundation)
     out.mkdir(parents=True, exist_ok=True)
     table = out / "cv.jsonl"
     rows = _rows(table)
-    for n_epochs in epochs:
-        for k in range(folds):
-            train_idx = [i for i in range(len(labels)) if fold_of[i] != k]
-            test_idx = [i for i in range(len(labels)) if fold_of[i] == k]
-            key = _key([hashes[i] for i in train_idx] + ["|"] + [hashes[i] for i in test_idx],
-                       f"{n_epochs}{foundation}")
-            if any(r["key"] == key for r in rows):
-                continue
-            run_dir, subset = out / f"cv_e{n_epochs:04d}_f{k}", out / f"cv_f{k}.h5"
-            _write_subset([labels[i] for i in train_idx], [hashes[i] for i in train_idx], subset)
-            spec = dict(curve_config("xtb", subset, run_dir, len(train_idx)), max_epochs=n_epochs)
-            t0 = time.perf_counter()
-            _train_point(run_dir, key, spec, "cv")
-            calc = MLFFCalculator(run_dir / "potential", device="cpu")
-            df, de = [], []
-            for i in test_idx:
-                atoms = labels[i].copy()
-                atoms.calc = calc
-                df.append((atoms.get_forces() - labels[i].get_forces()).ravel())
-                de.append((atoms.get_potential_energy() - labels[i].get_potential_energy()) / len(atoms))
-            row = {"max_epochs": n_epochs, "fold": k, "key": key, "labels": labels_key,
-                   "n_train": len(train_idx), "n_test": len(test_idx),
-                   "forces_sq_sum": float(np.sum(np.concatenate(df) ** 2)), "forces_n": int(sum(map(len, df))),
-                   "energy_err_meV_atom": [1000 * e for e in de], "wall_s": round(time.perf_counter() - t0, 1)}
-            rows = [r for r in rows if not (r["max_epochs"] == n_epochs and r["fold"] == k)] + [row]
-            table.write_text("".join(json.dumps(r) + "\n" for r in rows))
-            print(f"cv {n_epochs:5d} epochs, fold {k}: F RMSE "
-                  f"{1000 * np.sqrt(row['forces_sq_sum'] / row['forces_n']):.1f} meV/Å on {len(test_idx)} labels",
-                  flush=True)
-    summary = cv_summary(rows, hashes, epochs)
+    for n_epochs, weight, k in [(n, w, k) for n in epochs for w in weights for k in range(folds)]:
+        train_idx = [i for i in range(len(labels)) if fold_of[i] != k]
+        test_idx = [i for i in range(len(labels)) if fold_of[i] == k]
+        key = _key([hashes[i] for i in train_idx] + ["|"] + [hashes[i] for i in test_idx],
+                   f"{n_epochs}e{weight:g}{foundation}")
+        if any(r["key"] == key for r in rows):
+            continue
+        run_dir, subset = out / f"cv_e{n_epochs:04d}_w{weight:g}_f{k}", out / f"cv_f{k}.h5"
+        _write_subset([labels[i] for i in train_idx], [hashes[i] for i in train_idx], subset)
+        spec = dict(curve_config("xtb", subset, run_dir, len(train_idx)), max_epochs=n_epochs)
+        spec["loss"] = dict(spec["loss"], energy_weight=weight)
+        t0 = time.perf_counter()
+        _train_point(run_dir, key, spec, "cv")
+        calc = MLFFCalculator(run_dir / "potential", device="cpu")
+        df, de = [], []
+        for i in test_idx:
+            atoms = labels[i].copy()
+            atoms.calc = calc
+            df.append((atoms.get_forces() - labels[i].get_forces()).ravel())
+            de.append((atoms.get_potential_energy() - labels[i].get_potential_energy()) / len(atoms))
+        row = {"max_epochs": n_epochs, "energy_weight": weight, "fold": k, "key": key, "labels": labels_key,
+               "n_train": len(train_idx), "n_test": len(test_idx),
+               "forces_sq_sum": float(np.sum(np.concatenate(df) ** 2)), "forces_n": int(sum(map(len, df))),
+               "energy_err_meV_atom": [1000 * e for e in de], "n_atoms": [len(labels[i]) for i in test_idx],
+               "wall_s": round(time.perf_counter() - t0, 1)}
+        rows = [r for r in rows if not (r["max_epochs"] == n_epochs and r.get("energy_weight") == weight
+                                        and r["fold"] == k)] + [row]
+        table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        print(f"cv {n_epochs:5d} epochs, energy weight {weight:g}, fold {k}: F RMSE "
+              f"{1000 * np.sqrt(row['forces_sq_sum'] / row['forces_n']):.1f} meV/Å on {len(test_idx)} labels",
+              flush=True)
+    summary = cv_summary(rows, hashes, epochs, weights)
     for s in summary:
-        print(f"max_epochs {s['max_epochs']:5d}: {s['folds']}-fold CV on {len(labels)} DFT labels: F RMSE "
-              f"{s['cv_forces_rmse_meV_A']:.1f} meV/Å, E RMSE {s['cv_energy_rmse_meV_atom']:.2f} meV/atom")
+        print(f"max_epochs {s['max_epochs']:5d}, energy weight {s['energy_weight']:g}: {s['folds']}-fold CV on "
+              f"{len(labels)} DFT labels: F RMSE {s['cv_forces_rmse_meV_A']:.1f} meV/Å, E RMSE "
+              f"{s['cv_energy_rmse_meV_atom']:.2f} meV/atom, relative E RMSE "
+              f"{s['cv_relative_energy_rmse_kcal_mol']:.2f} kcal/mol")
     return summary
 
 
-def cv_summary(rows: list[dict], hashes, epochs=None) -> list[dict]:
-    """Per schedule (``epochs``, or every one in ``rows``) of the cross-validation over the labels ``hashes``
-    (rows of other label sets or another foundation are left out): the pooled force RMSE and the energy RMSE
-    over all left-out labels."""
+def cv_summary(rows: list[dict], hashes, epochs=None, energy_weights=None) -> list[dict]:
+    """Per candidate (``epochs`` x ``energy_weights``, or every one in ``rows``) of the cross-validation over the
+    labels ``hashes`` (rows of other label sets or another foundation are left out): the pooled force RMSE, the
+    energy RMSE over all left-out labels, and the relative-energy RMSE: the RMSE of their energy errors
+    (kcal/mol a structure) once the mean error, the one offset that relative energies do not see, is removed."""
     import numpy as np
 
-    rows = [r for r in rows if r.get("labels") == _key(hashes, "cv" + _foundation())]
+    from mlff.fes.units import EV_TO_KCAL_PER_MOL
+
+    rows = [r for r in rows if r.get("labels") == _key(hashes, "cv" + _cv_inputs()) and "energy_weight" in r]
+    candidates = sorted({(r["max_epochs"], r["energy_weight"]) for r in rows}) if epochs is None else \
+        [(n, w) for n in epochs for w in (energy_weights or sorted({r["energy_weight"] for r in rows}))]
     summary = []
-    for n_epochs in sorted({r["max_epochs"] for r in rows}) if epochs is None else epochs:
-        mine = [r for r in rows if r["max_epochs"] == n_epochs]
+    for n_epochs, weight in candidates:
+        mine = [r for r in rows if r["max_epochs"] == n_epochs and r["energy_weight"] == weight]
         if not mine:
             continue
         e = np.concatenate([r["energy_err_meV_atom"] for r in mine])
-        summary.append({"max_epochs": n_epochs, "folds": len(mine),
+        e_structure = np.concatenate([np.multiply(r["energy_err_meV_atom"], r["n_atoms"]) for r in mine]) / 1000
+        summary.append({"max_epochs": n_epochs, "energy_weight": weight, "folds": len(mine),
                         "cv_forces_rmse_meV_A": 1000 * float(np.sqrt(sum(r["forces_sq_sum"] for r in mine)
                                                                       / sum(r["forces_n"] for r in mine))),
-                        "cv_energy_rmse_meV_atom": float(np.sqrt(np.mean(e ** 2)))})
+                        "cv_energy_rmse_meV_atom": float(np.sqrt(np.mean(e ** 2))),
+                        "cv_relative_energy_rmse_kcal_mol": EV_TO_KCAL_PER_MOL * float(np.std(e_structure))})
     return summary
 
 
@@ -297,11 +343,15 @@ def card_section(rows: list[dict], labels, schedules=()) -> str:
                      f"{r['holdout_energy_rmse_meV_atom']:.2f} | {r['scan_max_error_kcal_mol']:.2f} | "
                      f"{r['train_forces_rmse_meV_A']:.1f} |")
     if schedules:
-        lines += ["", f"Schedule (`python workflows/fdh_dft_finetune.py cv`): {schedules[0]['folds']}-fold "
-                  f"cross-validation on the {len(labels)} training labels (never the held-out scan), one model per "
-                  "fold, errors pooled over the left-out labels:", "",
-                  "| max_epochs | CV F RMSE (meV/Å) | CV E RMSE (meV/atom) |", "|---|---|---|"]
-        lines += [f"| {s['max_epochs']} | {s['cv_forces_rmse_meV_A']:.1f} | {s['cv_energy_rmse_meV_atom']:.2f} |"
+        lines += ["", f"Schedule and loss weights (`python workflows/fdh_dft_finetune.py cv`): {schedules[0]['folds']}"
+                  f"-fold cross-validation on the {len(labels)} training labels (never the held-out scan), one model "
+                  "per fold, errors pooled over the left-out labels (relative E: the energy errors a structure with "
+                  "their mean removed):", "",
+                  "| max_epochs | energy weight | CV F RMSE (meV/Å) | CV E RMSE (meV/atom) "
+                  "| CV relative E RMSE (kcal/mol) |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {s['max_epochs']} | {s['energy_weight']:g} | {s['cv_forces_rmse_meV_A']:.1f} | "
+                  f"{s['cv_energy_rmse_meV_atom']:.2f} | {s['cv_relative_energy_rmse_kcal_mol']:.2f} |"
                   for s in schedules]
     return "\n".join(lines)
 
@@ -318,10 +368,10 @@ def card(potential_dir: Path, out: Path) -> None:
     if not rows:
         raise MLFFError(f"no learning curve in {out}: run `python workflows/fdh_dft_finetune.py curve` first")
     dataset = Dataset(LABELS)
-    current = _current(rows, list(dataset.column("geometry_hash")), Dataset(HOLDOUT).checksum() + _foundation())
+    current = _current(rows, list(dataset.column("geometry_hash")), _curve_inputs(Dataset(HOLDOUT)))
     if len(current) < len(rows) or not any(r["n_labels"] == len(dataset) for r in current):
-        raise MLFFError(f"the learning curve in {out} is older than the DFT labels, the held-out scan or the "
-                        "foundation: run `python workflows/fdh_dft_finetune.py curve` again")
+        raise MLFFError(f"the learning curve in {out} is older than the DFT labels, the held-out scan, the "
+                        "foundation or the recipe: run `python workflows/fdh_dft_finetune.py curve` again")
     schedules = cv_summary(_rows(out / "cv.jsonl"), list(dataset.column("geometry_hash")))
     set_card_section(path, "DFT labels and learning curve", card_section(rows, dataset.read(), schedules))
     shutil.copy2(out / "learning_curve.png", potential_dir / "dft_learning_curve.png")
@@ -337,10 +387,13 @@ def main(argv=None) -> int:
     c.add_argument("--out", default=str(OUT))
     c.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="label counts (all labels are always added)")
     c.add_argument("--starts", nargs="+", choices=STARTS, default=list(STARTS), help="which starts to train")
-    v = sub.add_parser("cv", help="choose the schedule: K-fold cross-validation on the training labels (resumable)")
+    v = sub.add_parser("cv", help="choose the schedule and energy weight: K-fold cross-validation on the training "
+                       "labels (resumable)")
     v.add_argument("--out", default=str(OUT))
     v.add_argument("--epochs", type=int, nargs="+", default=list(CV_EPOCHS), help="candidate max_epochs")
     v.add_argument("--folds", type=int, default=4)
+    v.add_argument("--energy-weights", type=float, nargs="+", help="candidate energy weights of the loss (default: "
+                   "the recipe's)")
     k = sub.add_parser("card", help="the labels and the learning curve into a model card")
     k.add_argument("potential")
     k.add_argument("--out", default=str(OUT))
@@ -348,7 +401,7 @@ def main(argv=None) -> int:
     if args.stage == "curve":
         return script_exit("fdh_dft_finetune", curve, Path(args.out), args.sizes, args.starts)
     if args.stage == "cv":
-        return script_exit("fdh_dft_finetune", cv, Path(args.out), args.epochs, args.folds)
+        return script_exit("fdh_dft_finetune", cv, Path(args.out), args.epochs, args.folds, args.energy_weights)
     return script_exit("fdh_dft_finetune", card, Path(args.potential), Path(args.out))
 
 

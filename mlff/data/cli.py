@@ -143,6 +143,9 @@ def _info(args) -> None:
         print(f"energy range {summary['energy_eV'][0]:.4f} .. {summary['energy_eV'][1]:.4f} eV")
     print(f"checksum {summary['checksum']} (of the content; format version {summary['format_version']}, "
           f"positions and forces stored as {summary['precision']})")
+    for source in summary.get("merged_from", []):
+        print(f"merged from {source['path']}: {source['records']} records, {source['failures']} failures, checksum "
+              f"{source['checksum'][:16]}, created {source.get('created', {}).get('created_utc', '?')}")
     for failure in dataset.infos("failures")[: args.failures]:
         print(f"  failed: {failure.get('source', '?')}: {failure['provenance'].get('failure_reason')}")
 

@@ -3,12 +3,17 @@
 With ``order`` (the pool the shards were labelled from) records and failures are put in the pool's order,
 so the merge of ``mlff data label POOL --shard K/N`` runs holds, record for record, what one serial
 ``mlff data label POOL`` run writes (only the provenance of each calculation, host and time, differs).
+The merged file keeps where it came from: its attribute ``merged_from`` lists every input with its checksum,
+counts and the input file's own provenance (its creation, and an upgrade if it had one).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
+
+import h5py
 
 from mlff.data.records import geometry_hash
 from mlff.data.store import TABLES, Dataset
@@ -44,8 +49,11 @@ def merge(inputs: Sequence[str | Path], output: str | Path, *, order=None, overw
         raise MLFFError("merge: give at least one input dataset")
     tables: dict[str, list] = {t: [] for t in TABLES}
     seen: dict[str, str] = {}
+    sources, precisions = [], set()
     for path in inputs:
         ds = Dataset(path)
+        sources.append(_source(ds))
+        precisions.add(ds.precision)
         for table in TABLES:
             for atoms in ds.read(table=table):
                 h = geometry_hash(atoms)
@@ -62,7 +70,19 @@ def merge(inputs: Sequence[str | Path], output: str | Path, *, order=None, overw
                                 f"{missing[0].info.get('source', '?')!r}) is not in the pool given as the order")
             items.sort(key=lambda a: rank[geometry_hash(a)])
     out = Dataset.create(output, overwrite=overwrite,
-                         description=description or f"merged from {len(inputs)} dataset(s)")
+                         description=description or f"merged from {len(inputs)} dataset(s)",
+                         precision=precisions.pop() if len(precisions) == 1 else "float64")
     for table, items in tables.items():
         out.append(items, table=table, where=f"{output} {table}", require=())
+    with h5py.File(out.path, "a") as f:
+        f.attrs["merged_from"] = json.dumps(sources)
     return {table: len(items) for table, items in tables.items()}
+
+
+def _source(ds: Dataset) -> dict:
+    """One input of a merge as the merged file records it."""
+    with h5py.File(ds.path, "r") as f:
+        attrs = {key: json.loads(f.attrs[key]) for key in ("provenance", "upgraded") if key in f.attrs}
+        description = str(f.attrs.get("description", ""))
+    return {"path": str(ds.path), "checksum": ds.checksum(), "records": len(ds), "failures": ds.count("failures"),
+            "description": description, **{"created" if k == "provenance" else k: v for k, v in attrs.items()}}

@@ -443,10 +443,11 @@ class Dataset:
 
     # ---- summary ------------------------------------------------------------------------------
     def summary(self) -> dict:
-        """Counts, composition, tags, label ranges, creation provenance, storage and checksum."""
+        """Counts, composition, tags, label ranges, provenance (creation, upgrade, merge inputs), storage, checksum."""
         with self._open() as f:
             attrs = {"description": str(f.attrs.get("description", "")),
-                     "created": json.loads(f.attrs.get("provenance", "{}"))}
+                     "created": json.loads(f.attrs.get("provenance", "{}")),
+                     **{key: json.loads(f.attrs[key]) for key in ("upgraded", "merged_from") if key in f.attrs}}
             numbers = f["records"]["numbers"][()]
         energy, n_atoms = self.column("energy"), self.column("n_atoms")
         tags: dict[str, int] = {}

@@ -35,6 +35,12 @@ def test_shards_merged_in_pool_order_equal_a_serial_run(tmp_path):
     counts = merge(parts, tmp_path / "merged.h5", order=pool)
     assert counts == {"records": 8, "failures": 3}
     assert _comparable(tmp_path / "merged.h5") == _comparable(tmp_path / "serial.h5")
+    sources = Dataset(tmp_path / "merged.h5").summary()["merged_from"]  # the inputs' own provenance is kept
+    assert [s["path"] for s in sources] == [str(p) for p in parts]
+    assert [(s["records"], s["failures"]) for s in sources] == [(len(Dataset(p)), Dataset(p).count("failures"))
+                                                                for p in parts]
+    assert [s["checksum"] for s in sources] == [Dataset(p).checksum() for p in parts]
+    assert all(s["created"]["created_utc"] for s in sources)
     with pytest.raises(MLFFError, match="also in"):
         merge([parts[0], parts[0]], tmp_path / "twice.h5")
     with pytest.raises(MLFFError, match="not in the pool"):
@@ -82,6 +88,10 @@ def test_cli_shards_with_a_labeller_spec_and_merges(tmp_path, capsys):
     merged = Dataset(tmp_path / "m.h5").read()
     np.testing.assert_allclose(np.stack([a.positions for a in merged]), np.stack([a.positions for a in pool]), atol=1e-6)
     assert merged[0].info["provenance"]["method"] == "EMT"
+    main(["data", "info", str(tmp_path / "m.h5")])
+    info = capsys.readouterr().out
+    assert f"merged from {tmp_path / 's1.h5'}: 2 records, 0 failures" in info
+    assert f"merged from {tmp_path / 's0.h5'}: 3 records, 0 failures" in info
     (tmp_path / "bad.yaml").write_text("calculator: emt\n")
     assert main(["data", "label", str(tmp_path / "pool.xyz"), str(tmp_path / "x.h5"), "--labeler",
                  str(tmp_path / "bad.yaml")]) == 2
@@ -118,3 +128,13 @@ def test_upgrade_rewrites_a_version_1_file_smaller_with_the_same_records_and_pro
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".old.h5.upgrade")) == []
     assert main(["data", "upgrade", str(path)]) == 0  # a second upgrade leaves the file as it is
     assert "already version 2, left as it is" in capsys.readouterr().out and path.stat().st_size == u["bytes_after"]
+
+
+def test_a_merge_of_float32_datasets_stays_float32(tmp_path):
+    parts = []
+    for k in range(2):
+        parts.append(Dataset.create(tmp_path / f"p{k}.h5", precision="float32").path)
+        label(shard(structures(4), f"{k}/2"), EMTLabeler(), parts[-1], progress=False)
+    merge(parts, tmp_path / "m.h5")
+    assert Dataset(tmp_path / "m.h5").precision == "float32"
+    assert len(Dataset(tmp_path / "m.h5")) == 4

@@ -69,6 +69,9 @@ def test_curve_scores_each_start_on_the_heldout_scan_and_resumes(short, tmp_path
     assert {(r["start"], r["n_labels"]) for r in again} == got | {("xtb", 4), ("scratch", 4), ("replay", 4)}
     assert printed.count("labels:") == 3  # n=0 and n=2 kept: their labels did not change
     assert [r for r in again if r["n_labels"] in (0, 2)] == [r for r in rows if r["n_labels"] in (0, 2)]
+    recipe = json.loads(finetune.CONFIG.read_text())  # another recipe: every row is redone
+    finetune.CONFIG.write_text(json.dumps(dict(recipe, loss=dict(recipe["loss"], energy_weight=30.0))))
+    assert finetune.curve(out, sizes=[0]) and capsys.readouterr().out.count("labels:") == 4  # 0, 4 and 4 more
 
 
 def test_card_section_names_every_label_and_the_curve(short, tmp_path, monkeypatch):
@@ -127,16 +130,32 @@ def test_cv_leaves_every_training_label_out_once_and_never_reads_the_heldout_sca
     mine = [r for r in rows if r["max_epochs"] == 2]
     pooled = 1000 * np.sqrt(sum(r["forces_sq_sum"] for r in mine) / sum(r["forces_n"] for r in mine))
     assert summary[1]["cv_forces_rmse_meV_A"] == pytest.approx(pooled)
+    # relative energies: the energy errors a structure (39 atoms) with their pooled mean removed, in kcal/mol
+    e = np.concatenate([np.asarray(r["energy_err_meV_atom"]) * 39 / 1000 for r in mine])
+    relative = 23.0605 * np.sqrt(np.mean((e - e.mean()) ** 2))
+    assert summary[1]["cv_relative_energy_rmse_kcal_mol"] == pytest.approx(relative, rel=1e-4)
     capsys.readouterr()
     assert finetune.cv(out, epochs=[1, 2], folds=2) == summary and "fold 0" not in capsys.readouterr().out  # resumed
+    assert [s["energy_weight"] for s in summary] == [10.0, 10.0]  # the recipe's unless asked
+    heavy = finetune.cv(out, epochs=[1], folds=2, energy_weights=[10, 1000])  # one more candidate: 2 new models
+    assert [(s["max_epochs"], s["energy_weight"]) for s in heavy] == [(1, 10.0), (1, 1000.0)] and heavy[0] == summary[0]
+    assert json.loads((out / "cv_e0001_w1000_f0/config.json").read_text())["config"]["loss"]["energy_weight"] == 1000
+    assert "energy weight 1000, fold 1" in capsys.readouterr().out and len(finetune._rows(out / "cv.jsonl")) == 6
     text = finetune.card_section([], Dataset(short).read(), summary)  # the card's schedule table
     assert "2-fold cross-validation on the 4 training labels" in text
-    assert f"| 1 | {summary[0]['cv_forces_rmse_meV_A']:.1f} | {summary[0]['cv_energy_rmse_meV_atom']:.2f} |" in text
+    assert (f"| 1 | 10 | {summary[0]['cv_forces_rmse_meV_A']:.1f} | {summary[0]['cv_energy_rmse_meV_atom']:.2f} | "
+            f"{summary[0]['cv_relative_energy_rmse_kcal_mol']:.2f} |") in text
     hashes = list(Dataset(short).column("geometry_hash"))
     foundation = finetune._foundation
     monkeypatch.setattr(finetune, "_foundation", lambda: "another foundation")  # retrained: old rows are stale
     assert finetune.cv_summary(rows, hashes) == []
     monkeypatch.setattr(finetune, "_foundation", foundation)
+    assert finetune.cv_summary(rows, hashes) == summary  # rows: the 4 of the recipe's weight
+    recipe = json.loads(finetune.CONFIG.read_text())  # what cv varies is not the recipe's identity; the rest is
+    finetune.CONFIG.write_text(json.dumps(dict(recipe, max_epochs=7, loss=dict(recipe["loss"], energy_weight=30.0))))
     assert finetune.cv_summary(rows, hashes) == summary
+    finetune.CONFIG.write_text(json.dumps(dict(recipe, optim=dict(recipe["optim"], lr=0.01))))
+    assert finetune.cv_summary(rows, hashes) == []
+    finetune.CONFIG.write_text(json.dumps(recipe))
     Dataset(short).append(Dataset(REPO / "data/fdh-cluster/fdh_small.h5").read([4]))  # new labels: old rows are stale
     assert finetune.cv_summary(rows, list(Dataset(short).column("geometry_hash"))) == []
