@@ -82,7 +82,7 @@ def _label(args) -> int:
         structures = shard(structures, args.shard)
     summary = label(structures, make_labeler(spec), args.out, checkpoint_every=args.checkpoint_every,
                     time_limit_s=None if args.minutes is None else 60 * args.minutes,
-                    allow_mixed_levels=args.allow_mixed_levels)
+                    allow_mixed_levels=args.allow_mixed_levels, skip_in=args.skip_labelled_in or ())
     print(summary)
     if Dataset(args.out).count("failures"):
         print(f"failures are kept in {args.out} (table 'failures'); `mlff data info {args.out}` lists them")
@@ -240,6 +240,9 @@ def add_data_commands(commands) -> None:
                    "{backend: ase, calculator: emt}); replaces --backend/--functional/--basis/...")
     p.add_argument("--shard", help="K/N: label only structures K, K+N, K+2N, ... (array tasks; `mlff data merge` "
                    "joins the shards)")
+    p.add_argument("--skip-labelled-in", action="append", metavar="DATASET",
+                   help="also skip what this dataset holds (records and failures; repeatable): shards that continue "
+                   "a dataset they will be merged into")
     _key_options(p)
     p.set_defaults(run=_label)
     p = sub.add_parser("merge", help="datasets (e.g. labelled shards) into one, optionally in a pool's order")

@@ -110,7 +110,7 @@ def _outcome(labeler: Labeler, structure: Atoms, software: dict) -> tuple[str, A
 
 def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, checkpoint_every: int = 1,
           progress: bool = True, description: str = "", time_limit_s: float | None = None,
-          allow_mixed_levels: bool = False) -> LabelSummary:
+          allow_mixed_levels: bool = False, skip_in: Sequence[str | Path] = ()) -> LabelSummary:
     """Label ``structures`` with ``labeler`` into the dataset at ``output`` (created if missing).
 
     Records keep the structures' info (``source``, ``xi``, ``tags``, fixed atoms) and gain a
@@ -118,6 +118,8 @@ def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, 
     where the geometry came from, when and where it was labelled. With ``time_limit_s`` the run stops
     (after saving) before a structure that would likely end past the limit; run it again to go on.
     SIGTERM / SIGUSR1 (a batch scheduler's stop) end the run the same way after the current structure.
+    ``skip_in``: other datasets whose records and failures count as done too (the dataset that shards labelled
+    into files of their own will be merged into); their level of theory must be the labeller's as well.
     """
     if checkpoint_every < 1:
         raise MLFFError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
@@ -129,18 +131,27 @@ def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, 
             raise MLFFError(f"structure {k}: {err}") from None
     output = Path(output)
     with WriterLock(lock_path_for(output), f"dataset {output}"):
+        others = [Dataset(path) for path in skip_in]
+        for other in others:  # before the output is created
+            _check_level(other, labeler, allow_mixed_levels)
         dataset = Dataset(output) if output.exists() else Dataset.create(output, description=description)
         _check_level(dataset, labeler, allow_mixed_levels)
-        return _label_into(dataset, structures, labeler, checkpoint_every, progress, time_limit_s)
+        return _label_into(dataset, structures, labeler, checkpoint_every, progress, time_limit_s, others)
+
+
+def _done(dataset: Dataset) -> set[str]:
+    return set(dataset.column("geometry_hash")) | set(dataset.column("geometry_hash", "failures"))
 
 
 def _label_into(dataset: Dataset, structures, labeler, checkpoint_every: int, progress: bool,
-                time_limit_s: float | None) -> LabelSummary:
+                time_limit_s: float | None, others: Sequence[Dataset] = ()) -> LabelSummary:
     require = ("energy", "forces") if getattr(labeler, "forces", True) else ("energy",)
-    done = set(dataset.column("geometry_hash")) | set(dataset.column("geometry_hash", "failures"))
+    done, elsewhere = _done(dataset), [(other, _done(other)) for other in others]
     todo, seen, skipped = [], set(), 0
     for s in structures:
         key = dataset.geometry_hash(s)
+        if key not in done and any(other.geometry_hash(s) in hashes for other, hashes in elsewhere):
+            done.add(key)
         skipped += key in done
         if key not in done and key not in seen:
             todo.append(s)

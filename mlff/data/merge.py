@@ -3,6 +3,9 @@
 With ``order`` (the pool the shards were labelled from) records and failures are put in the pool's order,
 so the merge of ``mlff data label POOL --shard K/N`` runs holds, record for record, what one serial
 ``mlff data label POOL`` run writes (only the provenance of each calculation, host and time, differs).
+A geometry in two inputs is an error unless both hold the very same record (same content hash: a dataset that
+already holds an earlier merge of the same shards), which is kept once; the output may be one of the inputs
+(shards merged into the dataset they continue): it is replaced only once the merged file is complete.
 The merged file keeps where it came from: its attribute ``merged_from`` lists every input with its checksum,
 counts and the input file's own provenance (its creation, and an upgrade if it had one).
 """
@@ -10,14 +13,17 @@ counts and the input file's own provenance (its creation, and an upgrade if it h
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import h5py
 
-from mlff.data.records import geometry_hash
+from mlff.data.records import content_hash, geometry_hash
 from mlff.data.store import TABLES, Dataset
 from mlff.errors import MLFFError
+from mlff.lock import WriterLock, lock_path_for
 
 __all__ = ["merge", "shard"]
 
@@ -43,12 +49,16 @@ def merge(inputs: Sequence[str | Path], output: str | Path, *, order=None, overw
     """Write the records and failures of ``inputs`` into a new dataset ``output``; returns the counts.
 
     ``order``: the pool's structures (ASE Atoms); every record must come from it (by geometry hash), and
-    all come out in its order. A geometry in two inputs is an error (shards never overlap).
+    all come out in its order. A geometry in two inputs is an error (shards never overlap) unless the two
+    records are identical; then it is kept once.
     """
     if not inputs:
         raise MLFFError("merge: give at least one input dataset")
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise MLFFError(f"{output} exists; pass overwrite=True (or --overwrite) to replace it")
     tables: dict[str, list] = {t: [] for t in TABLES}
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, str]] = {}
     sources, precisions = [], set()
     for path in inputs:
         ds = Dataset(path)
@@ -56,10 +66,13 @@ def merge(inputs: Sequence[str | Path], output: str | Path, *, order=None, overw
         precisions.add(ds.precision)
         for table in TABLES:
             for atoms in ds.read(table=table):
-                h = geometry_hash(atoms)
+                h, c = geometry_hash(atoms), content_hash(atoms)
+                if h in seen and seen[h][1] == c:
+                    continue  # the same record twice: kept once
                 if h in seen:
-                    raise MLFFError(f"merge: a geometry of {path} ({table}) is also in {seen[h]}; inputs must not overlap")
-                seen[h] = str(path)
+                    raise MLFFError(f"merge: a geometry of {path} ({table}) is also in {seen[h][0]}, with other "
+                                    "labels or provenance; inputs must not overlap")
+                seen[h] = (str(path), c)
                 tables[table].append(atoms)
     if order is not None:
         rank = _pool_rank(order)
@@ -69,13 +82,17 @@ def merge(inputs: Sequence[str | Path], output: str | Path, *, order=None, overw
                 raise MLFFError(f"merge: a {table} entry ({missing[0].get_chemical_formula()}, source "
                                 f"{missing[0].info.get('source', '?')!r}) is not in the pool given as the order")
             items.sort(key=lambda a: rank[geometry_hash(a)])
-    out = Dataset.create(output, overwrite=overwrite,
-                         description=description or f"merged from {len(inputs)} dataset(s)",
-                         precision=precisions.pop() if len(precisions) == 1 else "float64")
-    for table, items in tables.items():
-        out.append(items, table=table, where=f"{output} {table}", require=())
-    with h5py.File(out.path, "a") as f:
-        f.attrs["merged_from"] = json.dumps(sources)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.merge-") as scratch:
+        out = Dataset.create(Path(scratch) / output.name,
+                             description=description or f"merged from {len(inputs)} dataset(s)",
+                             precision=precisions.pop() if len(precisions) == 1 else "float64")
+        for table, items in tables.items():
+            out.append(items, table=table, where=f"{output} {table}", require=())
+        with h5py.File(out.path, "a") as f:
+            f.attrs["merged_from"] = json.dumps(sources)
+        with WriterLock(lock_path_for(output), f"dataset {output}"):
+            os.replace(out.path, output)
     return {table: len(items) for table, items in tables.items()}
 
 

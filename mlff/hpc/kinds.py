@@ -100,7 +100,7 @@ def _plan_train(config: str, profile: SiteProfile, options: Options) -> Plan:
 class LabelJobConfig:
     """``mlff slurm label CONFIG``: label a pool, in ``shards`` array tasks merged by one dependent job."""
     pool: str  # .h5 pool of geometries or any structure file (as `mlff data label` takes)
-    out: str  # the labelled dataset (.h5); with shards > 1 the merge writes it
+    out: str  # the labelled dataset (.h5); with shards > 1 the merge writes it (an existing one is continued)
     labeler: dict  # a make_labeler spec, e.g. {backend: pyscf, functional: b3lyp, basis: def2-svp}
     shards: int = 1  # array tasks; each labels every shards-th structure into run_dir/shards/
     limit: int | None = None  # only the first N structures of the pool
@@ -108,16 +108,35 @@ class LabelJobConfig:
     run_dir: str | None = None  # default: OUT's folder / "<OUT stem>-label"
 
 
-def _pool_size(pool: str, limit: int | None) -> int:
+def _pool_structures(pool: str, limit: int | None) -> list:
     if Path(pool).suffix in (".h5", ".hdf5"):
         from mlff.data import Dataset
 
-        n = len(Dataset(pool))
+        structures = Dataset(pool).read(table="records")
     else:
         from mlff.data import read_structures
 
-        n = len(read_structures(pool, require=()))
-    return n if limit is None else min(n, limit)
+        structures = read_structures(pool, require=())
+    return structures if limit is None else structures[:limit]
+
+
+def _already_labelled(out: str, pool: str, structures: list) -> set[int]:
+    """The pool indices ``out`` holds (records or failures): the shards skip them. Every entry of ``out`` must
+    come from the pool, since the merge puts all in the pool's order."""
+    from mlff.data import Dataset
+    from mlff.data.records import geometry_hash
+
+    dataset = Dataset(out)
+    held = [geometry_hash(a) for table in ("records", "failures") for a in dataset.read(table=table)]
+    rank = {}
+    for k, atoms in enumerate(structures):
+        rank.setdefault(geometry_hash(atoms), k)
+    foreign = [h for h in held if h not in rank]
+    if foreign:
+        raise MLFFError(f"{out} holds {len(foreign)} of {len(held)} entries that are not in the pool {pool} (or past "
+                        "its limit): shards continue a dataset only when all of it comes from their pool (the merge "
+                        "keeps the pool's order); label into another 'out' and `mlff data merge` by hand")
+    return {rank[h] for h in held}
 
 
 def _plan_label(config: str, profile: SiteProfile, options: Options) -> Plan:
@@ -132,7 +151,8 @@ def _plan_label(config: str, profile: SiteProfile, options: Options) -> Plan:
     pool, out = _abs(cfg.pool), _abs(cfg.out)
     if not Path(pool).exists():
         raise MLFFError(f"{config}: pool {pool} not found")
-    total = _pool_size(pool, cfg.limit)
+    structures = _pool_structures(pool, cfg.limit)
+    total = len(structures)
     run_dir = Path(options.run_dir or cfg.run_dir or Path(out).parent / f"{Path(out).stem}-label").resolve()
     spec = run_dir / "slurm" / "labeler.json"
     minutes = max((profile.time_s - profile.signal_s) / 60.0, 1.0)
@@ -143,15 +163,18 @@ def _plan_label(config: str, profile: SiteProfile, options: Options) -> Plan:
         job = Job(name="label", kind="label", command=base[:3] + [out] + base[3:], run_dir=str(run_dir),
                   gpus=profile.gpus_per_task, progress={"datasets": [out], "totals": [total]})
         return Plan(run_dir, [job], files)
-    if Path(out).exists() and not options.resume:
-        raise MLFFError(f"{out} exists: the merge of the shards writes it; remove it or choose another 'out'")
+    # an existing out is continued: the shards skip what it holds, and the merge joins it with them
+    done = _already_labelled(out, pool, structures) if Path(out).exists() else set()
+    continued = [out] if Path(out).exists() else []
     shards = [str(run_dir / "shards" / f"shard-{k}-of-{cfg.shards}.h5") for k in range(cfg.shards)]
     task_out = f'"{run_dir}/shards/shard-${{SLURM_ARRAY_TASK_ID}}-of-{cfg.shards}.h5"'
+    totals = [len(set(range(k, total, cfg.shards)) - done) for k in range(cfg.shards)]
     label = Job(name="label", kind="label", array=cfg.shards, run_dir=str(run_dir), gpus=profile.gpus_per_task,
-                command=base[:3] + [task_out] + base[3:] + ["--shard", f'"${{SLURM_ARRAY_TASK_ID}}/{cfg.shards}"'],
-                progress={"datasets": shards, "totals": [len(range(k, total, cfg.shards)) for k in range(cfg.shards)]})
+                command=base[:3] + [task_out] + base[3:] + ["--shard", f'"${{SLURM_ARRAY_TASK_ID}}/{cfg.shards}"']
+                + [arg for path in continued for arg in ("--skip-labelled-in", path)],
+                progress={"datasets": shards, "totals": totals})
     merge = Job(name="merge", kind="merge", after=["label"], run_dir=str(run_dir),
-                command=["data", "merge", out, *shards, "--order", pool, "--overwrite"],
+                command=["data", "merge", out, *continued, *shards, "--order", pool, "--overwrite"],
                 progress={"datasets": [out], "totals": [total]})
     return Plan(run_dir, [label, merge], files)
 

@@ -41,8 +41,20 @@ def test_shards_merged_in_pool_order_equal_a_serial_run(tmp_path):
                                                                 for p in parts]
     assert [s["checksum"] for s in sources] == [Dataset(p).checksum() for p in parts]
     assert all(s["created"]["created_utc"] for s in sources)
-    with pytest.raises(MLFFError, match="also in"):
-        merge([parts[0], parts[0]], tmp_path / "twice.h5")
+    # the same records twice (a dataset that holds an earlier merge of these shards) are kept once; the same
+    # geometry labelled again (other provenance) is a conflict
+    assert merge([tmp_path / "merged.h5", *parts], tmp_path / "again.h5", order=pool) == counts
+    assert _comparable(tmp_path / "again.h5") == _comparable(tmp_path / "serial.h5")
+    label(shard(pool, "0/3")[:1], EMTLabeler(), tmp_path / "relabelled.h5", progress=False)
+    with pytest.raises(MLFFError, match="also in .*other labels or provenance"):
+        merge([parts[1], tmp_path / "relabelled.h5"], tmp_path / "twice.h5")
+    with pytest.raises(MLFFError, match="exists"):
+        merge(parts, tmp_path / "again.h5")
+    # shards merged into one of the inputs: replaced only by the complete merge
+    expected = len(Dataset(parts[1])) + len(Dataset(parts[2]))
+    merge([parts[1], parts[2]], parts[1], overwrite=True)
+    assert len(Dataset(parts[1])) == expected
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and "merge-" in p.name]
     with pytest.raises(MLFFError, match="not in the pool"):
         merge(parts, tmp_path / "other.h5", order=pool[:5])
     with pytest.raises(MLFFError, match="expected K/N"):
@@ -138,3 +150,31 @@ def test_a_merge_of_float32_datasets_stays_float32(tmp_path):
     merge(parts, tmp_path / "m.h5")
     assert Dataset(tmp_path / "m.h5").precision == "float32"
     assert len(Dataset(tmp_path / "m.h5")) == 4
+
+
+def test_shards_continuing_a_dataset_skip_what_it_holds_and_merge_into_it(tmp_path, capsys):
+    pool = structures(9)
+    main_ds = tmp_path / "main.h5"
+    label(pool[:4], EMTLabeler(), main_ds, progress=False)  # labelled before: 4 of the 9
+    serial = tmp_path / "serial.h5"
+    label(pool, EMTLabeler(), serial, progress=False)
+    parts = [tmp_path / f"s{k}.h5" for k in range(2)]
+    for k, part in enumerate(parts):
+        summary = label(shard(pool, f"{k}/2"), EMTLabeler(), part, progress=False, skip_in=[main_ds])
+        assert summary.skipped == len(range(k, 4, 2)) and summary.labelled == len(range(k, 9, 2)) - summary.skipped
+    merge([main_ds, *parts], main_ds, order=pool, overwrite=True)
+    assert [a.info["k"] for a in Dataset(main_ds).read()] == list(range(9))
+    assert [r[2:4] for r in _comparable(main_ds)] == [r[2:4] for r in _comparable(serial)]  # positions and labels
+    # the CLI: --skip-labelled-in; another level of theory in the skipped dataset is refused
+    from ase.io import write
+
+    write(tmp_path / "pool.xyz", [a.copy() for a in pool], format="extxyz")
+    (tmp_path / "emt.yaml").write_text("backend: ase\ncalculator: emt\n")
+    cli = ["data", "label", str(tmp_path / "pool.xyz"), "--labeler", str(tmp_path / "emt.yaml")]
+    assert main(cli[:3] + [str(tmp_path / "m2.h5")] + cli[3:] + ["--limit", "3"]) == 0
+    capsys.readouterr()
+    assert main(cli[:3] + [str(tmp_path / "c.h5")] + cli[3:] + ["--limit", "5", "--skip-labelled-in",
+                                                                 str(tmp_path / "m2.h5")]) == 0
+    assert "2 labelled, 0 failed, 3 already done" in capsys.readouterr().out and len(Dataset(tmp_path / "c.h5")) == 2
+    assert main(cli[:3] + [str(tmp_path / "d.h5")] + cli[3:] + ["--skip-labelled-in", str(main_ds)]) == 2
+    assert "another level of theory" in capsys.readouterr().err and not (tmp_path / "d.h5").exists()
