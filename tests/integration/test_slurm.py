@@ -277,6 +277,24 @@ def test_array_labels_a_pool_in_four_shards_and_the_merge_equals_a_serial_run(cl
     assert len(merged) == 14 and merged == serial  # record for record, in the pool's order
 
 
+def test_an_array_continues_a_dataset_that_exists_and_merges_into_it(cluster, work):
+    from mlff.data import Dataset
+
+    pool = write_pool(work / "pool.h5", 9)
+    spec = work / "emt.yaml"
+    spec.write_text("backend: ase\ncalculator: emt\n")
+    assert mlff("data", "label", pool, work / "grown.h5", "--labeler", spec, "--limit", "4") == 0  # labelled before
+    assert mlff("data", "label", pool, work / "serial.h5", "--labeler", spec) == 0
+    submit("label", label_config(work, "grown", pool, shards=2))
+    label, merge = jobs_record(work / "grown-label")["jobs"]
+    state = wait_final(cluster, merge["job_id"])
+    assert state["JobState"] == "COMPLETED", log_text(work / "grown-label", "merge", merge["job_id"])
+    shards = sorted((work / "grown-label" / "shards").glob("*.h5"))
+    assert [len(Dataset(s)) for s in shards] == [3, 2]  # 4, 6, 8 and 5, 7: nothing labelled twice
+    merged, serial = comparable(work / "grown.h5"), comparable(work / "serial.h5")
+    assert len(merged) == 9 and merged == serial
+
+
 def test_a_preempted_array_task_requeues_itself_and_its_shard_is_completed(cluster, work):
     from ase.cluster import Octahedron
 
