@@ -136,14 +136,15 @@ def test_cv_leaves_every_training_label_out_once_and_never_reads_the_heldout_sca
     assert summary[1]["cv_relative_energy_rmse_kcal_mol"] == pytest.approx(relative, rel=1e-4)
     capsys.readouterr()
     assert finetune.cv(out, epochs=[1, 2], folds=2) == summary and "fold 0" not in capsys.readouterr().out  # resumed
-    assert [s["energy_weight"] for s in summary] == [10.0, 10.0]  # the recipe's unless asked
-    heavy = finetune.cv(out, epochs=[1], folds=2, energy_weights=[10, 1000])  # one more candidate: 2 new models
-    assert [(s["max_epochs"], s["energy_weight"]) for s in heavy] == [(1, 10.0), (1, 1000.0)] and heavy[0] == summary[0]
-    assert json.loads((out / "cv_e0001_w1000_f0/config.json").read_text())["config"]["loss"]["energy_weight"] == 1000
-    assert "energy weight 1000, fold 1" in capsys.readouterr().out and len(finetune._rows(out / "cv.jsonl")) == 6
+    w0 = finetune._recipe_energy_weight()
+    assert [s["energy_weight"] for s in summary] == [w0, w0]  # the recipe's unless asked
+    heavy = finetune.cv(out, epochs=[1], folds=2, energy_weights=[w0, 7])  # one more candidate: 2 new models
+    assert [(s["max_epochs"], s["energy_weight"]) for s in heavy] == [(1, w0), (1, 7.0)] and heavy[0] == summary[0]
+    assert json.loads((out / "cv_e0001_w7_f0/config.json").read_text())["config"]["loss"]["energy_weight"] == 7
+    assert "energy weight 7, fold 1" in capsys.readouterr().out and len(finetune._rows(out / "cv.jsonl")) == 6
     text = finetune.card_section([], Dataset(short).read(), summary)  # the card's schedule table
     assert "2-fold cross-validation on the 4 training labels" in text
-    assert (f"| 1 | 10 | {summary[0]['cv_forces_rmse_meV_A']:.1f} | {summary[0]['cv_energy_rmse_meV_atom']:.2f} | "
+    assert (f"| 1 | {w0:g} | {summary[0]['cv_forces_rmse_meV_A']:.1f} | {summary[0]['cv_energy_rmse_meV_atom']:.2f} | "
             f"{summary[0]['cv_relative_energy_rmse_kcal_mol']:.2f} |") in text
     hashes = list(Dataset(short).column("geometry_hash"))
     foundation = finetune._foundation
