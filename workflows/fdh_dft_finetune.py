@@ -309,12 +309,15 @@ def plot(rows: list[dict], path: Path) -> None:
     axes[0].axhline(40, color="grey", lw=0.8, ls=":", label="target 40 meV/Å")
     axes[1].axhline(1, color="grey", lw=0.8, ls=":", label="target 1 kcal/mol")
     points = max((r["holdout_points"] for r in rows), default=0)
-    for ax, what in zip(axes, ("force RMSE (meV/Å)", "max error, relative energies (kcal/mol)")):
-        ax.set_xscale("log")
+    for ax, what in zip(axes, ("force RMSE (meV/Å)", "relative energies: max error (kcal/mol)")):
+        ax.set_xscale("symlog", linthresh=1)  # 0 labels: the foundation as it is
+        ax.set_xlim(0, 1.5 * max((r["n_labels"] for r in rows), default=1))
+        ax.set_yscale("log")
         ax.set_xlabel("DFT labels trained on")
-        ax.set_ylabel(f"held-out DFT scan ({points} points): {what}")
+        ax.set_ylabel(what)
         ax.legend(fontsize=8)
-    fig.suptitle("B3LYP-D3(BJ)/def2-SVP, C-PCM eps 4: learning curve of the small-cluster MACE")
+    fig.suptitle(f"Learning curve of the small-cluster MACE on the held-out DFT scan ({points} points; "
+                 "B3LYP-D3(BJ)/def2-SVP, C-PCM eps 4)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
 
