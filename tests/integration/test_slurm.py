@@ -404,7 +404,10 @@ def test_srun_torchrun_with_two_gloo_processes_trains_the_weights_of_one_process
         return len(log.read_text().splitlines()) - 2 if log.is_file() else -1  # header, epoch 0
 
     cluster.wait_for(lambda: epochs() >= 1, 240, "the first epoch of the DDP job")
-    cluster.run("scancel", "--batch", "--signal=USR1", job["job_id"])  # preempted once: every rank stops, resumes
+    stop = cluster.run("scancel", "--batch", "--signal=USR1", job["job_id"], check=False)  # preempted once:
+    # every rank stops and resumes; scancel fails only when the 4 epochs ended first (seen on a loaded machine)
+    assert stop.returncode == 0 or cluster.job_state(job["job_id"]).get("JobState") in FINAL | {"COMPLETING"}, \
+        stop.stderr
     state = wait_final(cluster, job["job_id"])
     text = log_text(work / "ddp", "train", job["job_id"])
     assert state["JobState"] == "COMPLETED", text[-4000:]
