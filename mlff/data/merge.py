@@ -25,7 +25,7 @@ from mlff.data.store import TABLES, Dataset
 from mlff.errors import MLFFError
 from mlff.lock import WriterLock, lock_path_for
 
-__all__ = ["merge", "shard"]
+__all__ = ["merge", "pool_rank", "shard"]
 
 
 def shard(items: Sequence, spec: str) -> list:
@@ -37,7 +37,8 @@ def shard(items: Sequence, spec: str) -> list:
     return list(items)[int(k)::int(n)]
 
 
-def _pool_rank(pool) -> dict[str, int]:
+def pool_rank(pool) -> dict[str, int]:
+    """Geometry hash -> the index of its first occurrence in ``pool`` (the order a merge puts records in)."""
     rank: dict[str, int] = {}
     for k, atoms in enumerate(pool):
         rank.setdefault(geometry_hash(atoms), k)
@@ -75,7 +76,7 @@ def merge(inputs: Sequence[str | Path], output: str | Path, *, order=None, overw
                 seen[h] = (str(path), c)
                 tables[table].append(atoms)
     if order is not None:
-        rank = _pool_rank(order)
+        rank = pool_rank(order)
         for table, items in tables.items():
             missing = [a for a in items if geometry_hash(a) not in rank]
             if missing:

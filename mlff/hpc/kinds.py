@@ -124,13 +124,12 @@ def _already_labelled(out: str, pool: str, structures: list) -> set[int]:
     """The pool indices ``out`` holds (records or failures): the shards skip them. Every entry of ``out`` must
     come from the pool, since the merge puts all in the pool's order."""
     from mlff.data import Dataset
+    from mlff.data.merge import pool_rank
     from mlff.data.records import geometry_hash
 
     dataset = Dataset(out)
     held = [geometry_hash(a) for table in ("records", "failures") for a in dataset.read(table=table)]
-    rank = {}
-    for k, atoms in enumerate(structures):
-        rank.setdefault(geometry_hash(atoms), k)
+    rank = pool_rank(structures)
     foreign = [h for h in held if h not in rank]
     if foreign:
         raise MLFFError(f"{out} holds {len(foreign)} of {len(held)} entries that are not in the pool {pool} (or past "
