@@ -257,7 +257,7 @@ def cv_summary(rows: list[dict], hashes, epochs=None, energy_weights=None) -> li
 
     from mlff.fes.units import EV_TO_KCAL_PER_MOL
 
-    rows = [r for r in rows if r.get("labels") == _key(hashes, "cv" + _cv_inputs()) and "energy_weight" in r]
+    rows = [r for r in rows if r.get("labels") == _key(hashes, "cv" + _cv_inputs())]
     candidates = sorted({(r["max_epochs"], r["energy_weight"]) for r in rows}) if epochs is None else \
         [(n, w) for n in epochs for w in (energy_weights or sorted({r["energy_weight"] for r in rows}))]
     summary = []

@@ -98,9 +98,7 @@ def merge(inputs: Sequence[str | Path], output: str | Path, *, order=None, overw
 
 
 def _source(ds: Dataset) -> dict:
-    """One input of a merge as the merged file records it."""
-    with h5py.File(ds.path, "r") as f:
-        attrs = {key: json.loads(f.attrs[key]) for key in ("provenance", "upgraded") if key in f.attrs}
-        description = str(f.attrs.get("description", ""))
-    return {"path": str(ds.path), "checksum": ds.checksum(), "records": len(ds), "failures": ds.count("failures"),
-            "description": description, **{"created" if k == "provenance" else k: v for k, v in attrs.items()}}
+    """One input of a merge as the merged file records it (from the input's own summary)."""
+    summary = ds.summary()
+    return {key: summary[key] for key in ("path", "checksum", "records", "failures", "description", "created",
+                                          "upgraded") if key in summary}

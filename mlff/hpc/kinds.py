@@ -163,8 +163,8 @@ def _plan_label(config: str, profile: SiteProfile, options: Options) -> Plan:
                   gpus=profile.gpus_per_task, progress={"datasets": [out], "totals": [total]})
         return Plan(run_dir, [job], files)
     # an existing out is continued: the shards skip what it holds, and the merge joins it with them
-    done = _already_labelled(out, pool, structures) if Path(out).exists() else set()
     continued = [out] if Path(out).exists() else []
+    done = _already_labelled(out, pool, structures) if continued else set()
     shards = [str(run_dir / "shards" / f"shard-{k}-of-{cfg.shards}.h5") for k in range(cfg.shards)]
     task_out = f'"{run_dir}/shards/shard-${{SLURM_ARRAY_TASK_ID}}-of-{cfg.shards}.h5"'
     totals = [len(set(range(k, total, cfg.shards)) - done) for k in range(cfg.shards)]
