@@ -133,15 +133,24 @@ def trajectory(path) -> dict:
 def test_md_preempted_twice_resumes_to_the_uninterrupted_trajectory(cluster, md_inputs):
     from mlff.md.runner import run_md
 
-    work, steps = md_inputs, 200
+    work, steps = md_inputs, 400
     config = md_config(work, "md", steps)
     submit("md", config)
     job = jobs_record(work / "md")["jobs"][0]["job_id"]
-    for k, at_step in enumerate((40, 100)):  # a preemption (USR1 to the batch shell) in each of two attempts
-        cluster.wait_for(lambda: int(cluster.job_state(job).get("Restarts", -1)) == k and last_step(work / "md") >= at_step,
-                         240, f"attempt {k + 1} past step {at_step}")
+    stopped = 0
+    for k in range(2):  # a preemption (USR1 to the batch shell) in each of two attempts, each after steps of its own
+        # Signalled only once this attempt's shell has printed its "attempt N on" line (its traps are set by then)
+        # and its program has gone 40 steps past where the last attempt stopped. Seen on CI: the first attempt ran
+        # on to step ~100 before its USR1 took effect, so a fixed "step >= 100" sent the second USR1 as the job
+        # started, most likely before its batch shell ran (the signal was lost: the job finished without a second
+        # requeue). The first attempt overshoots here too (USR1 sent at step >= 40 took effect at 97-102).
+        at_step = stopped + 40
+        cluster.wait_for(lambda: f"attempt {k + 1} on" in log_text(work / "md", "md", job)
+                         and last_step(work / "md") >= at_step, 240, f"attempt {k + 1} past step {at_step}")
         cluster.run("scancel", "--batch", "--signal=USR1", job)
         cluster.wait_for(lambda: int(cluster.job_state(job).get("Restarts", -1)) == k + 1, 120, f"requeue {k + 1}")
+        stopped = last_step(work / "md")  # the step of its checkpoint
+        assert stopped < steps - 40, f"attempt {k + 1} ran on to step {stopped} of {steps} before it stopped"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the job (OMP_NUM_THREADS = cpus_per_task = 1): the same summation order
     try:
