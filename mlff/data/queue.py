@@ -24,7 +24,8 @@ from mlff.data.records import geometry_hash, labels
 from mlff.data.store import Dataset
 from mlff.errors import MLFFError
 
-__all__ = ["QueueReport", "build_label_queue", "match_to_pool", "LabelDiff", "compare_labels", "import_labels"]
+__all__ = ["QueueReport", "build_label_queue", "match_to_pool", "LabelDiff", "compare_labels", "import_labels",
+           "same_level"]
 
 
 @dataclass
@@ -130,12 +131,19 @@ def _level(record: Atoms) -> dict:
     return {k: prov.get(k) for k in _LEVEL}
 
 
-def import_labels(dataset: Dataset, records: Sequence[Atoms], *, note: dict | None = None) -> int:
+def same_level(a: Atoms, b: Atoms) -> bool:
+    """Whether two records were labelled at the same level of theory (method, functional, basis, ... in provenance)."""
+    return _level(a) == _level(b)
+
+
+def import_labels(dataset: Dataset, records: Sequence[Atoms], *, note: dict | None = None,
+                  exclude: Sequence[str] = ()) -> int:
     """Append the records whose geometry ``dataset`` lacks, provenance kept (``note`` added to it).
 
-    MLFFError when a record's level of theory differs from the dataset's first record's. Returns how many
-    were added."""
+    ``exclude``: geometry hashes never to import (a held-out test set's). MLFFError when a record's level of
+    theory differs from the dataset's first record's. Returns how many were added."""
     existing = set(dataset.column("geometry_hash")) if len(dataset) else set()
+    existing.update(exclude)
     reference = _level(dataset.read([0])[0]) if len(dataset) else None
     new = []
     for k, record in enumerate(records):
