@@ -7,6 +7,9 @@ rounds positions to 8 decimals, which changes the geometry hash, so labels of th
 never match their pool records by hash. The extxyz entries only give the order (matched back to the pool by
 position); an entry counts as labelled when either its pool record's hash or its own hash is in the dataset
 (the seed labels in fdh_small.h5 were computed on the extxyz geometries).
+
+The held-out scan stays first although fdh_holdout_small.h5 holds its CPU labels: a GPU run's labels of it are
+the free GPU-against-CPU check of workflows/gpu_label_check.py (~75 s of GPU time), which never imports them.
 """
 
 from __future__ import annotations
