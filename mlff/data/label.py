@@ -169,7 +169,7 @@ def _label_into(dataset: Dataset, structures, labeler, checkpoint_every: int, pr
                 items.clear()
 
     n, slowest = 0, 0.0
-    with SignalFlag() as flag, _progress(progress, len(todo), labeler.name) as advance:
+    with SignalFlag() as flag, _progress(progress, len(todo), labeler.name, skipped) as advance:
         for structure in todo:
             if flag.received or (time_limit_s is not None and time.perf_counter() - start + slowest > time_limit_s):
                 break
@@ -190,14 +190,16 @@ class _progress:
     """Progress with rate and ETA: a rich bar on a terminal; otherwise (a batch job's log) one line per structure
     with its wall time, the mean so far and the ETA; silent when ``enabled`` is False."""
 
-    def __init__(self, enabled: bool, total: int, name: str):
-        self.enabled, self.total, self.name = enabled, total, name
+    def __init__(self, enabled: bool, total: int, name: str, skipped: int = 0):
+        self.enabled, self.total, self.name, self.skipped = enabled, total, name, skipped
         self.bar, self.done, self.failed, self.t0 = None, 0, 0, time.perf_counter()
 
     def __enter__(self):
         if not self.enabled:
             return lambda failed, seconds: None
-        if not sys.stderr.isatty():
+        if not sys.stderr.isatty():  # a batch log: say at once what the run will do (a DFT label takes minutes)
+            print(f"label: {self.total} structure(s) to do with {self.name}"
+                  + (f", {self.skipped} already done" if self.skipped else ""), file=sys.stderr, flush=True)
             return self._line
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 

@@ -48,11 +48,16 @@ def test_records_carry_labels_and_provenance_and_failures_are_recorded(tmp_path)
 def test_a_batch_job_log_gets_a_line_per_structure_with_rate_and_eta(tmp_path, capsys):
     """stderr is not a terminal (nohup, SLURM): no rich bar that only shows at the end, but one line each."""
     label(structures(6), EMTLabeler(fail_every=5), tmp_path / "out.h5", progress=True)
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("label ")]
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("label: 6 structure(s) to do with ")  # at once, before the first (slow) label
+    lines = [line for line in err if line.startswith("label ")]
     assert len(lines) == 6
     assert lines[0].startswith("label 1/6 (") and "FAILED in" in lines[0]  # structure 0 fails (fail_every=5)
     assert "done in" in lines[1] and "s per structure so far, ETA" in lines[1]
     assert lines[-1].startswith("label 6/6") and lines[-1].endswith("; 2 failed")
+    label(structures(8), EMTLabeler(fail_every=5), tmp_path / "out.h5", progress=True)
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("label: 2 structure(s) to do with ") and first.endswith(", 6 already done")
 
 
 def test_a_second_run_skips_what_is_done(tmp_path):
