@@ -1,7 +1,7 @@
 """After a GPU labelling run: its rate, a CPU recomputation of a few labels, and the import into the shipped dataset.
 
     python workflows/gpu_label_check.py summary out/gpu/fdh_small_gpu.h5 [--wall-s 480] [--json rate.json]
-    python workflows/gpu_label_check.py check out/gpu/fdh_small_gpu.h5 --n 3        # PySCF on this CPU, ~9 min/label
+    python workflows/gpu_label_check.py check out/gpu/fdh_small_gpu.h5 [--n 1]      # PySCF on this CPU, ~9 min/label
     python workflows/gpu_label_check.py import out/gpu/fdh_small_gpu.h5             # into data/fdh-cluster/fdh_small.h5
 
 ``check`` compares the GPU labels with CPU labels of the same geometries at the same level: first, for free,
