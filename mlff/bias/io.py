@@ -182,7 +182,7 @@ def _colvar_arrays(run: Path, meta: dict) -> dict | None:
     table = read_colvar(path)
     n, name = meta["n_systems"], meta["cv"]["name"]
     cv = np.stack([table[f"{name}.{s}"] for s in range(n)], axis=1)
-    window = np.stack([table[f"window.{s}"] for s in range(n)], axis=1) if f"window.0" in table else None
+    window = np.stack([table[f"window.{s}"] for s in range(n)], axis=1) if "window.0" in table else None
     bias = np.stack([table[f"bias.{s}"] for s in range(n)], axis=1) / EV_TO_KJ_PER_MOL
     return {"step": table["step"].astype(np.int64), "time_fs": table["time"] * 1e3, "cv": cv, "window": window,
             "bias_energy": bias}

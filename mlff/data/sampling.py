@@ -15,7 +15,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.constraints import FixAtoms
 
 from mlff.data.cluster import reaction_coordinate
-from mlff.data.labelers.xtb import SOLVENT_EPS, xtb_calculator
+from mlff.data.labelers.xtb import xtb_calculator
 from mlff.errors import MLFFError
 
 __all__ = ["XiRestraint", "farthest_point_selection", "normal_mode_samples", "scan_xi", "xi_gradient",
