@@ -7,6 +7,7 @@ import json
 import sys
 
 from mlff.errors import MLFFError
+from mlff.signals import RESUMABLE, record_exit
 
 __all__ = ["main"]
 
@@ -54,7 +55,7 @@ def _train(args) -> int:
         member = "" if args.member is None else f" --member {args.member}"
         print(f"mlff: stopped on a signal; checkpoint written in {result.run_dir}: continue with "
               f"`mlff train {args.config}{member} --resume`", file=sys.stderr)
-        return 75  # EX_TEMPFAIL: resumable, as `mlff md` (batch scripts requeue the job)
+        return RESUMABLE  # as `mlff md` (batch scripts requeue the job)
     if result.potential_dir is None and members is not None:
         print(f"member {args.member} trained in {result.run_dir}; once every member is, `mlff train {args.config} "
               "--resume` writes the potential")
@@ -86,7 +87,7 @@ def _md(args) -> int:
         return 3
     if summary["status"] == "interrupted":
         print(f"mlff: {summary['message']}", file=sys.stderr)
-        return 75  # EX_TEMPFAIL: resumable
+        return RESUMABLE
     print(f"{summary['atoms']} atoms in {summary['systems']} system(s), {summary['steps_done']} steps on "
           f"{summary['device']}: {summary['ms_per_step']:.2f} ms/step, {summary['ns_per_day']:.4f} ns/day; "
           f"outputs in {summary['config']['out']}")
@@ -164,33 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _record_exit(code: int) -> int:
-    """Under ``mlff slurm``'s torchrun jobs (MLFF_EXIT_STATUS set), each rank leaves its exit code in
-    ``$MLFF_EXIT_STATUS.RANK``: torchrun itself exits 1 after a forwarded signal, even when all ranks stopped
-    resumably (75)."""
-    import os
-
-    base = os.environ.get("MLFF_EXIT_STATUS")
-    if base:
-        try:
-            with open(f"{base}.{os.environ.get('RANK', '0')}", "w") as handle:
-                handle.write(f"{code}\n")
-        except OSError:
-            pass
-    return code
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.run(args)
     except MLFFError as err:
         print(f"mlff: error: {err}", file=sys.stderr)
-        return _record_exit(2)
+        return record_exit(2)
     except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
         print(f"mlff: error: {err.strerror}: {err.filename}", file=sys.stderr)
-        return _record_exit(2)
-    return _record_exit(code if isinstance(code, int) else 0)
+        return record_exit(2)
+    return record_exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,24 @@ import signal
 import threading
 import time
 
-__all__ = ["SignalFlag"]
+__all__ = ["SignalFlag", "record_exit", "RESUMABLE"]
+
+RESUMABLE = 75  # EX_TEMPFAIL: the exit code of a run that stopped with a checkpoint (batch scripts requeue it)
+
+
+def record_exit(code: int) -> int:
+    """Under ``mlff slurm``'s torchrun jobs (MLFF_EXIT_STATUS set), each rank leaves its exit code in
+    ``$MLFF_EXIT_STATUS.RANK``: torchrun itself exits 1 after a forwarded signal, even when all ranks stopped
+    resumably (75), and it stops the other ranks (SIGTERM) as soon as one has exited, so a rank that stops
+    resumably records it before the ranks part (see ``mlff.train.run.train``)."""
+    base = os.environ.get("MLFF_EXIT_STATUS")
+    if base:
+        try:
+            with open(f"{base}.{os.environ.get('RANK', '0')}", "w") as handle:
+                handle.write(f"{code}\n")
+        except OSError:
+            pass
+    return code
 
 
 class SignalFlag:

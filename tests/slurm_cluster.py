@@ -215,14 +215,38 @@ class SlurmCluster:
             fields.setdefault(key, value)
         return fields
 
-    def wait_for(self, predicate, timeout_s: float, what: str, poll_s: float = 0.5):
+    def wait_for(self, predicate, timeout_s: float, what: str, poll_s: float = 0.5, explain=None):
+        """Poll ``predicate`` until it is truthy; on timeout the error carries the cluster's state
+        (``diagnose``) and ``explain()``'s text (e.g. the job's log), since the daemons' files go with CI."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             value = predicate()
             if value:
                 return value
             time.sleep(poll_s)
-        raise TimeoutError(f"{what} not reached within {timeout_s} s; logs in {self.root}")
+        extra = explain() if explain is not None else ""
+        raise TimeoutError(f"{what} not reached within {timeout_s} s; logs in {self.root}\n{extra}\n{self.diagnose()}")
+
+    def diagnose(self, lines: int = 25) -> str:
+        """What a hung test needs to be understood: jobs, the node's state and reason, the daemons' last log
+        lines and the job processes still alive."""
+        parts = []
+        for title, args in (("squeue", ("squeue", "-a", "-o", "%i %T %r %M %j")),
+                            ("sinfo", ("sinfo", "-N", "-o", "%N %T %E")),
+                            ("jobs", ("scontrol", "-o", "show", "job"))):
+            try:
+                out = self.run(*args, check=False, timeout=20)
+                parts.append(f"--- {title}\n{out.stdout.strip()}{out.stderr.strip()}")
+            except subprocess.TimeoutExpired:
+                parts.append(f"--- {title}: timed out")
+        for name in ("ctld.log", "slurmd.log"):
+            path = self.root / name
+            if path.is_file():
+                parts.append(f"--- {name} (last {lines} lines)\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+        ps = subprocess.run(["ps", "-eo", "pid,ppid,stat,etimes,args"], capture_output=True, text=True, check=False)
+        keep = [ln[:200] for ln in ps.stdout.splitlines()[1:] if any(k in ln for k in ("slurmstepd", "srun", "torch", "mlff"))]
+        parts.append("--- processes\n" + "\n".join(keep))
+        return "\n".join(parts)
 
 
 def _terminate(pid: int, timeout_s: float = 15.0) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mlff.errors import MLFFError
 from mlff.signals import SignalFlag
 from mlff.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mlff.train.ddp import Dist
@@ -235,6 +236,7 @@ class Trainer:
     # ---- the run -----------------------------------------------------------------------------
     def run(self) -> str:
         """Train to the end ("done"), or until a stop request ("stopped": a checkpoint was written)."""
+        self._agree()
         if not self.log and self.state["global_step"] == 0:
             self.log.append({"epoch": 0, "stage": 1, "lr": self.opt.param_groups[0]["lr"], **self.validate()})
         with self._signal:
@@ -246,6 +248,18 @@ class Trainer:
                     return "stopped"
         self.save()
         return "done"
+
+    def _agree(self) -> None:
+        """Every process starts from the same point of the run. Its all-reduce is also a barrier that keeps
+        rank 0 from writing the next checkpoint before every process has read this one: a run resumed at the
+        end of an epoch writes one at once, with no collective before it, and a slower process would read that
+        one instead, run one epoch ahead and leave both waiting for each other forever."""
+        here = np.array([self.state["epoch"], self.state["step"], self.state["global_step"], len(self.log)], float)
+        total = self.dist.sum(np.concatenate([here, here ** 2]))  # all equal <=> (sum x)^2 == n sum x^2, on every rank
+        if not np.array_equal(total[:4] ** 2, self.dist.world * total[4:]):
+            raise MLFFError(f"the {self.dist.world} processes do not start from the same point of the run (this one, "
+                            f"rank {self.dist.rank}: epoch {self.state['epoch']}, step {self.state['step']}, global step "
+                            f"{self.state['global_step']}): did every process read {self.checkpoint_path}?")
 
     def _run_epoch(self) -> str:
         self._enter_stage_two()

@@ -12,6 +12,7 @@ import torch
 from mlff.errors import MLFFError
 from mlff.models.config import model_config
 from mlff.models.potential import Potential, _dtype
+from mlff.signals import RESUMABLE, record_exit
 from mlff.train.config import TrainConfig, train_config
 from mlff.train.data import Records, build_graphs, check_species, load_records
 from mlff.train.ddp import Dist, setup, teardown
@@ -221,7 +222,11 @@ def train(config: TrainConfig | dict, *, resume: bool = False, on_step=None, mem
         torch.use_deterministic_algorithms(True, warn_only=True)
     dist = setup(config.device)
     try:
-        return _train(config, dist, resume, on_step, members)
+        result = _train(config, dist, resume, on_step, members)
+        if result.status == "stopped" and dist.world > 1:  # torchrun stops (SIGTERM) the ranks still running as
+            record_exit(RESUMABLE)  # soon as one exits: each records its resumable stop before any can exit
+            dist.barrier()
+        return result
     finally:
         teardown(dist)
 

@@ -81,9 +81,11 @@ def jobs_record(run_dir) -> dict:
     return json.loads((Path(run_dir) / "slurm" / "jobs.json").read_text())
 
 
-def wait_final(cluster, job_id: str, timeout_s: float = 240) -> dict:
+def wait_final(cluster, job_id: str, timeout_s: float = 240, run_dir=None, name: str = "") -> dict:
+    """The job's final ``scontrol`` state; on timeout the error shows its log (``run_dir``, ``name``)."""
     return cluster.wait_for(lambda: (s := cluster.job_state(job_id)).get("JobState") in FINAL and s, timeout_s,
-                            f"job {job_id} ended")
+                            f"job {job_id} ended",
+                            explain=lambda: f"--- job log\n{log_text(run_dir, name, job_id)[-6000:]}" if run_dir else "")
 
 
 def log_text(run_dir, name: str, job_id: str) -> str:
@@ -412,12 +414,13 @@ def test_srun_torchrun_with_two_gloo_processes_trains_the_weights_of_one_process
         log = work / "ddp" / "member_00" / "log.csv"
         return len(log.read_text().splitlines()) - 2 if log.is_file() else -1  # header, epoch 0
 
-    cluster.wait_for(lambda: epochs() >= 1, 240, "the first epoch of the DDP job")
+    cluster.wait_for(lambda: epochs() >= 1, 240, "the first epoch of the DDP job",
+                     explain=lambda: log_text(work / "ddp", "train", job["job_id"])[-6000:])
     stop = cluster.run("scancel", "--batch", "--signal=USR1", job["job_id"], check=False)  # preempted once:
     # every rank stops and resumes; scancel fails only when the 4 epochs ended first (seen on a loaded machine)
     assert stop.returncode == 0 or cluster.job_state(job["job_id"]).get("JobState") in FINAL | {"COMPLETING"}, \
         stop.stderr
-    state = wait_final(cluster, job["job_id"])
+    state = wait_final(cluster, job["job_id"], run_dir=work / "ddp", name="train")
     text = log_text(work / "ddp", "train", job["job_id"])
     assert state["JobState"] == "COMPLETED", text[-4000:]
     # the stop can race the end of this short run (seen once on CI: training ended before USR1 took effect);
