@@ -46,7 +46,7 @@ class SiteProfile:
     torchrun: str = "torchrun"  # the torchrun command (e.g. "python -m torch.distributed.run")
     signal_s: int = 300  # USR1 this many seconds before the time limit: checkpoint, exit 75, requeue
     max_requeues: int = 100  # an attempt beyond this many requeues is not requeued again (a safety stop)
-    rdzv_port: int = 29500  # torchrun's rendezvous port on the first node
+    rdzv_port: int = 29500  # torchrun's rendezvous port on the first node of a multi-node job
     sbatch: list | str = field(default_factory=list)  # extra #SBATCH options, verbatim (e.g. "--mail-type=END")
 
     def __post_init__(self):

@@ -94,12 +94,14 @@ def _program(job: Job, profile: SiteProfile) -> tuple[list[str], str]:
     if not job.torchrun:  # started with the stop signals ignored: they are resent until its handler is in
         return [], f"(trap '' USR1 TERM; exec {mlff} {args} $resume)"
     world = job.nodes * job.procs_per_node
+    # one node: torchrun's store takes a free port (two jobs sharing a node never collide); more: the head's port
+    endpoint = "localhost:0" if job.nodes == 1 else f"$head:{profile.rdzv_port}"
     pre = ['head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
            f'export MLFF_EXIT_STATUS="{{logs}}/exit-$SLURM_JOB_ID-${{SLURM_RESTART_COUNT:-0}}"',
            f"world={world}"]
     launch = (f"srun --ntasks-per-node=1 --kill-on-bad-exit=1 {profile.torchrun} --nnodes=\"$SLURM_NNODES\" "
               f"--nproc-per-node={job.procs_per_node} --rdzv-backend=c10d "
-              f"--rdzv-endpoint=\"$head:{profile.rdzv_port}\" --rdzv-id=\"$SLURM_JOB_ID\" "
+              f"--rdzv-endpoint=\"{endpoint}\" --rdzv-id=\"$SLURM_JOB_ID\" "
               f"--no-python {mlff} {args} $resume")
     return pre, launch
 

@@ -68,6 +68,15 @@ def test_training_over_nodes_is_srun_torchrun_with_the_rendezvous_from_slurm():
     assert 'export MLFF_STOP_FILE="/l/stop-$SLURM_JOB_ID"' in text and 'touch "$MLFF_STOP_FILE"' in text
 
 
+def test_training_on_one_node_lets_torchrun_pick_a_free_rendezvous_port():
+    profile = load_profile(None, {"gpus_per_node": 4})
+    job = _job(name="train", kind="train", command=["train", "/t.yaml"], gpus=4, nodes=1, procs_per_node=4,
+               torchrun=True)
+    text = render_script(job, profile, logs_dir="/l", workdir="/w", graph="g")
+    assert '--nproc-per-node=4 --rdzv-backend=c10d --rdzv-endpoint="localhost:0" --rdzv-id="$SLURM_JOB_ID"' in text
+    assert "29500" not in text  # two such jobs sharing a node must not both bind the profile's port
+
+
 def test_a_stop_file_is_a_stop_request(tmp_path, monkeypatch):
     from mlff.signals import SignalFlag
 
