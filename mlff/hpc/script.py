@@ -97,7 +97,7 @@ def _program(job: Job, profile: SiteProfile) -> tuple[list[str], str]:
     # one node: torchrun's store takes a free port (two jobs sharing a node never collide); more: the head's port
     endpoint = "localhost:0" if job.nodes == 1 else f"$head:{profile.rdzv_port}"
     pre = ['head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-           f'export MLFF_EXIT_STATUS="{{logs}}/exit-$SLURM_JOB_ID-${{SLURM_RESTART_COUNT:-0}}"',
+           'export MLFF_EXIT_STATUS="{logs}/exit-$SLURM_JOB_ID-${SLURM_RESTART_COUNT:-0}"',
            f"world={world}"]
     launch = (f"srun --ntasks-per-node=1 --kill-on-bad-exit=1 {profile.torchrun} --nnodes=\"$SLURM_NNODES\" "
               f"--nproc-per-node={job.procs_per_node} --rdzv-backend=c10d "
