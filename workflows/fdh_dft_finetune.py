@@ -193,6 +193,7 @@ def cv(out: Path, epochs=CV_EPOCHS, folds: int = 4, energy_weights=None) -> list
     import numpy as np
 
     from mlff.calculator import MLFFCalculator
+    from mlff.config import load_yaml
     from mlff.data.store import Dataset
     from mlff.errors import MLFFError
 
@@ -245,7 +246,24 @@ def cv(out: Path, epochs=CV_EPOCHS, folds: int = 4, energy_weights=None) -> list
               f"{len(labels)} DFT labels: F RMSE {s['cv_forces_rmse_meV_A']:.1f} meV/Å, E RMSE "
               f"{s['cv_energy_rmse_meV_atom']:.2f} meV/atom, relative E RMSE "
               f"{s['cv_relative_energy_rmse_kcal_mol']:.2f} kcal/mol")
+    if summary:
+        best = choose(summary)
+        print(f"choice: max_epochs {best['max_epochs']}, energy weight {best['energy_weight']:g} (the lowest relative "
+              f"E RMSE whose F RMSE is within {100 * FORCE_TOLERANCE:g} % of the best); the recipe has max_epochs "
+              f"{load_yaml(CONFIG)['max_epochs']}, energy weight {_recipe_energy_weight():g}")
     return summary
+
+
+FORCE_TOLERANCE = 0.01  # forces may lose this much (relative) for better relative energies
+
+
+def choose(summary: list[dict], force_tolerance: float = FORCE_TOLERANCE) -> dict:
+    """The recipe's rule for the cross-validation's candidates: of those whose force RMSE is within
+    ``force_tolerance`` (relative) of the best, the one with the lowest relative-energy RMSE (the forces are what
+    MD needs; the relative energies are what the barrier needs, and energy errors cost forces little at first)."""
+    cap = (1 + force_tolerance) * min(s["cv_forces_rmse_meV_A"] for s in summary)
+    return min((s for s in summary if s["cv_forces_rmse_meV_A"] <= cap),
+               key=lambda s: s["cv_relative_energy_rmse_kcal_mol"])
 
 
 def cv_summary(rows: list[dict], hashes, epochs=None, energy_weights=None) -> list[dict]:

@@ -141,7 +141,10 @@ def test_cv_leaves_every_training_label_out_once_and_never_reads_the_heldout_sca
     heavy = finetune.cv(out, epochs=[1], folds=2, energy_weights=[w0, 7])  # one more candidate: 2 new models
     assert [(s["max_epochs"], s["energy_weight"]) for s in heavy] == [(1, w0), (1, 7.0)] and heavy[0] == summary[0]
     assert json.loads((out / "cv_e0001_w7_f0/config.json").read_text())["config"]["loss"]["energy_weight"] == 7
-    assert "energy weight 7, fold 1" in capsys.readouterr().out and len(finetune._rows(out / "cv.jsonl")) == 6
+    printed = capsys.readouterr().out
+    assert "energy weight 7, fold 1" in printed and len(finetune._rows(out / "cv.jsonl")) == 6
+    best = finetune.choose(heavy)
+    assert f"choice: max_epochs 1, energy weight {best['energy_weight']:g} (" in printed
     text = finetune.card_section([], Dataset(short).read(), summary)  # the card's schedule table
     assert "2-fold cross-validation on the 4 training labels" in text
     assert (f"| 1 | {w0:g} | {summary[0]['cv_forces_rmse_meV_A']:.1f} | {summary[0]['cv_energy_rmse_meV_atom']:.2f} | "
@@ -160,3 +163,15 @@ def test_cv_leaves_every_training_label_out_once_and_never_reads_the_heldout_sca
     finetune.CONFIG.write_text(json.dumps(recipe))
     Dataset(short).append(Dataset(REPO / "data/fdh-cluster/fdh_small.h5").read([4]))  # new labels: old rows are stale
     assert finetune.cv_summary(rows, list(Dataset(short).column("geometry_hash"))) == []
+
+
+def test_the_cv_choice_is_the_best_relative_energies_within_one_percent_of_the_best_forces():
+    # the 4-fold CV on the 25 labels (2026-12-06), 150 epochs: energy weight -> F RMSE meV/Å, relative E kcal/mol
+    table = {3: (128.1, 2.77), 10: (128.2, 2.72), 30: (128.2, 2.70), 100: (128.2, 2.65), 1000: (128.1, 2.24),
+             3000: (129.3, 2.04), 10000: (134.3, 1.93), 30000: (139.3, 1.73)}
+    summary = [{"max_epochs": 150, "energy_weight": w, "cv_forces_rmse_meV_A": f,
+                "cv_relative_energy_rmse_kcal_mol": e} for w, (f, e) in table.items()]
+    assert finetune.choose(summary)["energy_weight"] == 3000  # 129.3 <= 1.01 x 128.1; 134.3 is not
+    assert finetune.choose(summary, force_tolerance=0.05)["energy_weight"] == 10000
+    assert finetune.choose(summary, force_tolerance=0.0)["energy_weight"] == 1000  # ties on forces: better energies
+    assert finetune.choose(summary[:1])["energy_weight"] == 3
