@@ -94,11 +94,12 @@ def _program(job: Job, profile: SiteProfile) -> tuple[list[str], str]:
     if not job.torchrun:  # started with the stop signals ignored: they are resent until its handler is in
         return [], f"(trap '' USR1 TERM; exec {mlff} {args} $resume)"
     world = job.nodes * job.procs_per_node
+    pre = ['export MLFF_EXIT_STATUS="{logs}/exit-$SLURM_JOB_ID-${SLURM_RESTART_COUNT:-0}"', f"world={world}"]
     # one node: torchrun's store takes a free port (two jobs sharing a node never collide); more: the head's port
-    endpoint = "localhost:0" if job.nodes == 1 else f"$head:{profile.rdzv_port}"
-    pre = ['head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-           'export MLFF_EXIT_STATUS="{logs}/exit-$SLURM_JOB_ID-${SLURM_RESTART_COUNT:-0}"',
-           f"world={world}"]
+    endpoint = "localhost:0"
+    if job.nodes > 1:
+        pre.insert(0, 'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)')
+        endpoint = f"$head:{profile.rdzv_port}"
     launch = (f"srun --ntasks-per-node=1 --kill-on-bad-exit=1 {profile.torchrun} --nnodes=\"$SLURM_NNODES\" "
               f"--nproc-per-node={job.procs_per_node} --rdzv-backend=c10d "
               f"--rdzv-endpoint=\"{endpoint}\" --rdzv-id=\"$SLURM_JOB_ID\" "

@@ -75,6 +75,7 @@ def test_training_on_one_node_lets_torchrun_pick_a_free_rendezvous_port():
     text = render_script(job, profile, logs_dir="/l", workdir="/w", graph="g")
     assert '--nproc-per-node=4 --rdzv-backend=c10d --rdzv-endpoint="localhost:0" --rdzv-id="$SLURM_JOB_ID"' in text
     assert "29500" not in text  # two such jobs sharing a node must not both bind the profile's port
+    assert "scontrol show hostnames" not in text  # no head node to look up
 
 
 def test_a_stop_file_is_a_stop_request(tmp_path, monkeypatch):
