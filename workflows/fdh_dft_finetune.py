@@ -1,6 +1,6 @@
 """`fdh-cluster-small`: the xTB foundation fine-tuned on the DFT labels, and how far the labels go (issue 13, item 4).
 
-    mlff train workflows/fdh_dft_finetune.yaml          # the committee (all DFT labels so far; minutes on one core)
+    mlff train workflows/fdh_dft_finetune.yaml          # the committee (all DFT labels so far; 50 labels: ~20 min on one core)
     mlff train workflows/fdh_dft_finetune_replay.yaml   # or: the same with xTB data replayed in a second head
     python workflows/fdh_dft_finetune.py curve          # learning curve: xTB-pre-trained (plain, replay) vs scratch
     python workflows/fdh_dft_finetune.py cv             # the schedule (max_epochs): 4-fold CV on the training labels
@@ -172,7 +172,47 @@ def curve(out: Path, sizes=SIZES, starts=STARTS) -> list[dict]:
     if len(current) < len(rows):  # rows of label sets or held-out scans that are gone
         table.write_text("".join(json.dumps(r) + "\n" for r in current))
     plot(current, out / "learning_curve.png")
+    for line in budget_lines(current):
+        print(line)
     return current
+
+
+FIT_FROM = 8  # labels: the power-law fit of the curve starts here (below it the errors fall faster)
+TARGETS = {"holdout_forces_rmse_meV_A": 40.0, "scan_max_error_kcal_mol": 1.0}  # issue 13's targets
+
+
+def extrapolate(rows: list[dict], start: str, what: str, target: float, fit_from: int = FIT_FROM) -> dict | None:
+    """How far the labels go: a least-squares power law, error = a N^-b, through the curve's points of ``start``
+    with N >= ``fit_from`` labels, and the N at which it reaches ``target`` (``labels_for_target`` None where the
+    error does not fall; None: fewer than 2 such points). An extrapolation of a single-model curve; the committee
+    is more accurate than one member."""
+    import numpy as np
+
+    pts = sorted((r["n_labels"], r[what]) for r in rows if r["start"] == start and r["n_labels"] >= fit_from
+                 and r.get(what) is not None)
+    if len(pts) < 2:
+        return None
+    slope, intercept = np.polyfit(np.log([n for n, _ in pts]), np.log([e for _, e in pts]), 1)
+    reach = float(np.exp((np.log(target) - intercept) / slope)) if slope < 0 else None
+    return {"start": start, "what": what, "exponent": float(-slope), "points": len(pts), "labels_for_target": reach,
+            "target": target}
+
+
+def budget_lines(rows: list[dict]) -> list[str]:
+    """One line per start and target: the fitted exponent and the labels the fit says the target needs."""
+    lines = []
+    for start in STARTS:
+        for what, target in TARGETS.items():
+            fit = extrapolate(rows, start, what, target)
+            if fit:
+                name, unit = (("force RMSE", "meV/Å") if what.startswith("holdout_forces")
+                              else ("relative-energy max error", "kcal/mol"))
+                reach = (f"{name} {target:g} {unit} at about {fit['labels_for_target']:,.0f} labels"
+                         if fit["labels_for_target"] else
+                         f"the {name} does not fall with labels: no label count reaches {target:g} {unit}")
+                lines.append(f"{NAMES[start]}: error ~ N^{-fit['exponent']:+.2f} ({fit['points']} points from "
+                             f"{FIT_FROM} labels): {reach}")
+    return lines
 
 
 CV_EPOCHS = (25, 50, 150, 500, 1500)  # candidate schedules for `cv` (the recipe's max_epochs)
@@ -363,6 +403,10 @@ def card_section(rows: list[dict], labels, schedules=()) -> str:
         lines.append(f"| {r['n_labels']} | {start} | {r['holdout_forces_rmse_meV_A']:.1f} | "
                      f"{r['holdout_energy_rmse_meV_atom']:.2f} | {r['scan_max_error_kcal_mol']:.2f} | "
                      f"{r['train_forces_rmse_meV_A']:.1f} |")
+    budget = budget_lines(rows)
+    if budget:
+        lines += ["", "How far the labels go (`extrapolate`: a power law fitted to the curve, one model per point; the "
+                  "committee does better than one model):", ""] + [f"- {b}" for b in budget]
     if schedules:
         lines += ["", f"Schedule and loss weights (`python workflows/fdh_dft_finetune.py cv`): {schedules[0]['folds']}"
                   f"-fold cross-validation on the {len(labels)} training labels (never the held-out scan), one model "

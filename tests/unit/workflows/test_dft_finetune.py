@@ -175,3 +175,29 @@ def test_the_cv_choice_is_the_best_relative_energies_within_one_percent_of_the_b
     assert finetune.choose(summary, force_tolerance=0.05)["energy_weight"] == 10000
     assert finetune.choose(summary, force_tolerance=0.0)["energy_weight"] == 1000  # ties on forces: better energies
     assert finetune.choose(summary[:1])["energy_weight"] == 3
+    # the 4-fold CV on the 50 labels (2026-12-07) over schedules and weights: (epochs, weight) -> the same
+    table = {(50, 1000): (125.6, 2.48), (150, 300): (118.8, 3.36), (150, 1000): (119.2, 2.59),
+             (150, 3000): (120.7, 2.28), (150, 10000): (127.4, 2.25), (300, 1000): (117.6, 2.56),
+             (300, 3000): (118.4, 2.25)}
+    summary = [{"max_epochs": n, "energy_weight": w, "cv_forces_rmse_meV_A": f,
+                "cv_relative_energy_rmse_kcal_mol": e} for (n, w), (f, e) in table.items()]
+    best = finetune.choose(summary)  # 118.4 <= 1.01 x 117.6 = 118.8; 150 epochs at 3000 (120.7) is not
+    assert (best["max_epochs"], best["energy_weight"]) == (300, 3000)
+
+
+def test_the_label_budget_is_read_off_a_power_law_through_the_curve():
+    # forces 400 N^-0.5 from 8 labels on (the points below FIT_FROM and of other starts are left out)
+    rows = [{"start": "xtb", "n_labels": n, "holdout_forces_rmse_meV_A": 400 * n ** -0.5,
+             "scan_max_error_kcal_mol": 3.0} for n in (8, 16, 25, 50)]
+    rows += [{"start": "xtb", "n_labels": 2, "holdout_forces_rmse_meV_A": 1000.0, "scan_max_error_kcal_mol": 9.0},
+             {"start": "scratch", "n_labels": 50, "holdout_forces_rmse_meV_A": 10.0, "scan_max_error_kcal_mol": 0.1}]
+    fit = finetune.extrapolate(rows, "xtb", "holdout_forces_rmse_meV_A", 40.0)
+    assert fit["points"] == 4 and abs(fit["exponent"] - 0.5) < 1e-9
+    assert abs(fit["labels_for_target"] - 100.0) < 1e-6  # 400 / sqrt(100) = 40
+    flat = finetune.extrapolate(rows, "xtb", "scan_max_error_kcal_mol", 1.0)
+    assert abs(flat["exponent"]) < 1e-9 and flat["labels_for_target"] is None  # flat: no label count reaches it
+    assert finetune.extrapolate(rows, "scratch", "holdout_forces_rmse_meV_A", 40.0) is None  # one point
+    lines = finetune.budget_lines(rows)
+    assert lines[0] == ("pre-trained on GFN2-xTB: error ~ N^-0.50 (4 points from 8 labels): force RMSE 40 meV/Å at "
+                        "about 100 labels")
+    assert len(lines) == 2 and "relative-energy max error does not fall with labels" in lines[1]
