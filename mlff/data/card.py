@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlff.data.levels import LEVEL_KEYS, describe_numerics, effective_numerics_of, level_of, levels_in
 from mlff.data.store import Dataset
 from mlff.provenance import provenance, sha256_file
 from mlff.plotting import save_figure
@@ -31,9 +32,8 @@ def dataset_statistics(dataset: Dataset) -> dict:
     forces = _forces(dataset)
     energy = energy[np.isfinite(energy)]
     xi = np.array([info.get("xi", np.nan) for info in infos], dtype=float)
-    levels = sorted({json.dumps({k: info.get("provenance", {}).get(k, "") for k in
-                                 ("method", "functional", "basis", "dispersion", "solvent", "code", "code_version")},
-                                sort_keys=True) for info in infos})
+    levels = [{**level, "numerics": describe_numerics(numerics), "records": count,
+               "calibrated": _calibrated(infos, level, numerics)} for level, numerics, count in levels_in(infos)]
     return {"records": len(infos), "failures": dataset.count("failures"),
             "per_region": {r: int(sum(r in info.get("tags", []) for info in infos)) for r in REGIONS},
             "holdout_scan": int(sum("holdout-scan" in info.get("tags", []) for info in infos)),
@@ -42,7 +42,46 @@ def dataset_statistics(dataset: Dataset) -> dict:
             "energy_eV": [float(energy.min()), float(energy.max())] if len(energy) else None,
             "force_rms_eV_A": float(np.sqrt(np.mean(forces**2))) if len(forces) else None,
             "force_max_eV_A": float(np.abs(forces).max()) if len(forces) else None,
-            "levels": [json.loads(level) for level in levels], "checksum": dataset.checksum()}
+            "levels": levels, "checksum": dataset.checksum()}
+
+
+def _calibrated(infos, level: dict, numerics: dict) -> list[dict]:
+    """The records of (level, numerics) labelled at other settings and shifted there by a calibration: one entry
+    per calibration, with how many records it shifted."""
+    out: dict[str, dict] = {}
+    for info in infos:
+        prov = info.get("provenance", {})
+        applied = prov.get("numerics_calibration")
+        if isinstance(applied, dict) and level_of(prov) == level and effective_numerics_of(prov) == numerics:
+            key = json.dumps(applied, sort_keys=True)
+            out.setdefault(key, {**applied, "records": 0})["records"] += 1
+    return list(out.values())
+
+
+def _calibration_line(path: Path) -> str:
+    from mlff.data.numerics import load_calibration
+
+    cal = load_calibration(path)
+    ratio = cal.cost_ratio()
+    cost = "" if ratio is None else (f" Wall time per label {ratio:.2f}x the reference's (medians of the recorded "
+                                     f"times, {len(cal.wall_s['numerics'])} and {len(cal.wall_s['reference'])} labels).")
+    return f"- `{path.name}` (measured {cal.measured_utc[:10]}): {cal.summary()}.{cost}"
+
+
+def _describe_levels(levels: list[dict]) -> str:
+    parts = []
+    for lv in levels:
+        text = ", ".join(f"{k} {lv[k]}" for k in LEVEL_KEYS if lv.get(k))
+        text += (f"; numerical settings: {lv['numerics']}" if lv["numerics"] != describe_numerics({}) else "") + \
+            f" ({lv['records']} records)"
+        for cal in lv["calibrated"]:
+            changed = {k: v for k, v in cal["numerics"].items() if cal["reference"].get(k) != v}
+            text += (f"; {cal['records']} of them labelled at {describe_numerics(changed)} and shifted by "
+                     f"{-1e3 * cal['energy_shift_eV']:+.1f} meV to these settings (calibration "
+                     f"{cal.get('file', '?')}: {cal['geometries']} geometries, relative energies within "
+                     f"{cal['relative_energy_max_kcal_mol']:.3f} kcal/mol, forces {cal['force_rms_meV_A']:.1f} meV/Å RMS)")
+        parts.append(text)
+    return "; ".join(parts)
 
 
 def _plots(datasets: dict[str, Dataset], path: Path) -> None:
@@ -100,10 +139,15 @@ def write_card(datasets: dict[str, str | Path], out_dir: str | Path, *, recipe: 
     lines += ["", "Regions: " + "; ".join(f"{k}: {v}" for k, v in REGIONS.items()), "",
               "## Level of theory", ""]
     for name, s in stats.items():
-        level = "; ".join(", ".join(f"{k} {v}" for k, v in lv.items() if v) for lv in s["levels"])
-        lines += [f"- {name}: " + (level or "unlabelled geometries (no energies or forces yet)")]
+        lines += [f"- {name}: " + (_describe_levels(s["levels"]) or "unlabelled geometries (no energies or forces yet)")]
     if recipe:
         lines += ["", "## Sampling recipe", "", "```json", json.dumps(recipe, indent=2), "```"]
+    calibrations = sorted(out_dir.glob("numerics_*.json"))  # written by `mlff data numerics --out`
+    if calibrations:
+        lines += ["", "## Numerical settings", "", "Labels at faster numerical settings join a dataset only through "
+                  "a measured calibration within tolerance (`mlff data numerics`); their energies are shifted by it "
+                  "to the dataset's settings, raw energy and shift kept in each record's provenance.", ""]
+        lines += [_calibration_line(path) for path in calibrations]
     speed = out_dir / "dft_speed.md"  # written by benchmarks/dft_speed.py report --card
     if speed.exists():
         lines += ["", speed.read_text().strip()]

@@ -80,14 +80,48 @@ def _label(args) -> int:
         from mlff.data.merge import shard
 
         structures = shard(structures, args.shard)
-    summary = label(structures, make_labeler(spec), args.out, checkpoint_every=args.checkpoint_every,
-                    time_limit_s=None if args.minutes is None else 60 * args.minutes,
-                    allow_mixed_levels=args.allow_mixed_levels, skip_in=args.skip_labelled_in or ())
+    options = dict(checkpoint_every=args.checkpoint_every, time_limit_s=None if args.minutes is None else 60 * args.minutes,
+                   allow_mixed_levels=args.allow_mixed_levels, skip_in=args.skip_labelled_in or ())
+    if args.workers > 1:
+        from mlff.data.workers import label_with_workers
+
+        summary = label_with_workers(structures, spec, args.out, workers=args.workers, calibration=args.calibration,
+                                     **options)
+    else:
+        summary = label(structures, make_labeler(spec), args.out, calibration=_calibration(args), **options)
     print(summary)
     if Dataset(args.out).count("failures"):
         print(f"failures are kept in {args.out} (table 'failures'); `mlff data info {args.out}` lists them")
     # 75 (EX_TEMPFAIL) after SIGTERM/SIGUSR1 or the time limit, as `mlff md` and `mlff train`: run again to go on
     return 75 if summary.interrupted or summary.remaining else 0
+
+
+def _calibration(args):
+    if getattr(args, "calibration", None) is None:
+        return None
+    from mlff.data.numerics import load_calibration
+
+    return load_calibration(args.calibration)
+
+
+def _numerics(args) -> None:
+    from mlff.data import Dataset
+    from mlff.data.numerics import measure
+
+    reference = Dataset(args.reference).read()
+    others = [r for path in args.others for r in Dataset(path).read()]
+    tolerance = {k: v for k, v in (("relative_energy_kcal_mol", args.max_relative_kcal_mol),
+                                   ("force_rms_meV_A", args.max_force_rms_meV_A)) if v is not None}
+    cal = measure(reference, others, tolerance=tolerance, sources=[args.reference, *args.others])
+    shifts = cal.to_dict()
+    print(cal.summary())
+    ratio = cal.cost_ratio()
+    if ratio is not None:
+        print(f"wall time per label (median, as recorded; compare like with like: threads, machine load): "
+              f"{ratio:.2f}x the reference's ({len(shifts['wall_s']['numerics'])} and "
+              f"{len(shifts['wall_s']['reference'])} labels)")
+    if args.out:
+        print(f"wrote {cal.save(args.out)}")
 
 
 def _upgrade(args) -> None:
@@ -106,7 +140,8 @@ def _merge(args) -> None:
     from mlff.data.merge import merge
 
     order = _read_any(args.order, args, require=()) if args.order else None
-    counts = merge(args.inputs, args.out, order=order, overwrite=args.overwrite)
+    counts = merge(args.inputs, args.out, order=order, overwrite=args.overwrite,
+                   allow_mixed_levels=args.allow_mixed_levels, calibration=_calibration(args))
     print(f"wrote {counts['records']} records and {counts['failures']} failures from {len(args.inputs)} "
           f"dataset(s) to {args.out}" + (f" in the order of {args.order}" if args.order else ""))
 
@@ -191,6 +226,11 @@ def _key_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stress-key", default="REF_stress", help="info key of the stress (default REF_stress)")
 
 
+def _calibration_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--calibration", metavar="JSON", help="a numerics calibration (`mlff data numerics`): labels "
+                        "at its settings are shifted to its reference settings and count as that level")
+
+
 def _precision_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=["float64", "float32"], default="float64",
                         help="storage of positions and forces in a new dataset (float32: half the bytes)")
@@ -243,13 +283,27 @@ def add_data_commands(commands) -> None:
     p.add_argument("--skip-labelled-in", action="append", metavar="DATASET",
                    help="also skip what this dataset holds (records and failures; repeatable): shards that continue "
                    "a dataset they will be merged into")
+    p.add_argument("--workers", type=int, default=1, help="label in N one-thread processes side by side (each "
+                   "its own shard file, merged into OUT in pool order; two one-thread DFT labels beat one two-thread)")
+    _calibration_option(p)
     _key_options(p)
     p.set_defaults(run=_label)
+    p = sub.add_parser("numerics", help="measure faster numerical settings against the reference ones on geometries "
+                       "labelled at both: energy shift, relative energies, forces; write a calibration")
+    p.add_argument("reference", help=".h5 dataset at the reference settings")
+    p.add_argument("others", nargs="+", help=".h5 dataset(s) relabelling some of its geometries at other settings")
+    p.add_argument("--out", help="write the calibration here (JSON), for label/merge --calibration")
+    p.add_argument("--max-relative-kcal-mol", type=float, help="tolerance on relative energies (default 0.1)")
+    p.add_argument("--max-force-rms-meV-A", type=float, help="tolerance on the force RMS (default 4)")
+    p.set_defaults(run=_numerics)
     p = sub.add_parser("merge", help="datasets (e.g. labelled shards) into one, optionally in a pool's order")
     p.add_argument("out", help="output .h5 dataset")
     p.add_argument("inputs", nargs="+", help="input .h5 datasets")
     p.add_argument("--order", help="the pool the inputs were labelled from: records come out in its order")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--allow-mixed-levels", action="store_true",
+                   help="merge inputs at different levels of theory or numerical settings")
+    _calibration_option(p)
     _key_options(p)
     p.set_defaults(run=_merge)
     p = sub.add_parser("upgrade", help="rewrite datasets of an older format version in the current one, in place "

@@ -8,15 +8,16 @@ Failed calculations (non-converged SCF, crashed codes) are recorded in the ``fai
 reason and are never kept as data.
 
 One process labels into a dataset at a time (its writer lock; a second is refused naming the first). A
-dataset keeps one level of theory (``LEVEL_KEYS`` of ``labeler.level()``): labels at another level are
-refused unless ``allow_mixed_levels=True``. The same geometry given twice is labelled once. SIGTERM or
+dataset keeps one level of theory and one set of numerical settings (``mlff.data.levels``): labels at another
+level are refused unless ``allow_mixed_levels=True``; labels at other numerical settings join only through a
+measured ``calibration`` within its tolerance (``mlff.data.numerics``), which shifts their energy to the
+dataset's settings and records it. The same geometry given twice is labelled once. SIGTERM or
 SIGUSR1 stop the run after the current structure, with everything done so far saved (``interrupted``).
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import platform
 import sys
 import time
@@ -27,6 +28,8 @@ from typing import Sequence
 from ase import Atoms
 
 from mlff.data.labelers.base import Labeler, charge_and_multiplicity
+from mlff.data.levels import LEVEL_KEYS, check_one_level, level_of, levels_in, numerics_of
+from mlff.data.numerics import NumericsCalibration
 from mlff.data.records import make_record, validate
 from mlff.data.store import Dataset
 from mlff.errors import MLFFError
@@ -35,8 +38,6 @@ from mlff.provenance import provenance
 from mlff.signals import SignalFlag
 
 __all__ = ["label", "LabelSummary", "LEVEL_KEYS", "levels_of"]
-
-LEVEL_KEYS = ("method", "functional", "basis", "dispersion", "solvent", "code")  # one level per dataset
 
 
 @dataclass
@@ -58,34 +59,30 @@ class LabelSummary:
                 + (f"; {self.remaining} left for the next run" if self.remaining else ""))
 
 
-def _level(values: dict) -> dict:
-    return {k: str(values.get(k, "")) for k in LEVEL_KEYS}
-
-
 def levels_of(dataset: Dataset) -> list[dict]:
     """The distinct levels of theory of the labelled records of ``dataset`` (records without one ignored)."""
-    seen = {}
-    for info in dataset.infos():
-        prov = info.get("provenance")
-        if isinstance(prov, dict) and any(k in prov for k in LEVEL_KEYS):
-            level = _level(prov)
-            seen.setdefault(json.dumps(level, sort_keys=True), level)
-    return list(seen.values())
+    out = []
+    for level, _, _ in levels_in(dataset.infos()):
+        if level not in out:
+            out.append(level)
+    return out
 
 
-def _describe(level: dict) -> str:
-    return "/".join(v for v in (level[k] for k in LEVEL_KEYS) if v) or "unnamed"
+def _effective(labeler: Labeler, calibration: NumericsCalibration | None) -> tuple[dict, dict]:
+    """(level, numerical settings) the labeller's records count as: a calibration's reference settings."""
+    mine = labeler.level()
+    level, numerics = level_of(mine), numerics_of(mine)
+    if calibration is None:
+        return level, numerics
+    calibration.check_usable(level, numerics, f"labeller {labeler.name}")
+    return level, dict(calibration.reference)
 
 
-def _check_level(dataset: Dataset, labeler: Labeler, allow_mixed_levels: bool) -> None:
-    mine = _level(labeler.level())
-    others = [level for level in levels_of(dataset) if level != mine]
-    if others and not allow_mixed_levels:
-        key = next(k for k in LEVEL_KEYS if others[0][k] != mine[k])
-        raise MLFFError(f"{dataset.path} holds labels at another level of theory ({_describe(others[0])}: {key} "
-                        f"{others[0][key] or 'none'}) than this labeller's ({_describe(mine)}: {key} "
-                        f"{mine[key] or 'none'}): label into another dataset, or pass allow_mixed_levels=True "
-                        "(--allow-mixed-levels)")
+def _check_level(dataset: Dataset, labeler: Labeler, allow_mixed_levels: bool,
+                 calibration: NumericsCalibration | None = None) -> None:
+    level, numerics = _effective(labeler, calibration)
+    check_one_level(levels_in(dataset.infos()), level, numerics, str(dataset.path),
+                    allow_mixed_levels=allow_mixed_levels)
 
 
 def _provenance(labeler: Labeler, structure: Atoms, result, software: dict) -> dict:
@@ -95,8 +92,9 @@ def _provenance(labeler: Labeler, structure: Atoms, result, software: dict) -> d
             "mlff_git_commit": software.get("mlff_git_commit"), **({"details": result.info} if result.info else {})}
 
 
-def _outcome(labeler: Labeler, structure: Atoms, software: dict) -> tuple[str, Atoms]:
-    """("records" | "failures", the record to store) for one structure."""
+def _outcome(labeler: Labeler, structure: Atoms, software: dict,
+             calibration: NumericsCalibration | None = None) -> tuple[str, Atoms]:
+    """("records" | "failures", the record to store) for one structure (shifted by ``calibration``)."""
     result = labeler.compute(structure)
     prov = _provenance(labeler, structure, result, software)
     if result.converged and result.energy_eV is not None and result.forces_eV_A is None \
@@ -105,12 +103,14 @@ def _outcome(labeler: Labeler, structure: Atoms, software: dict) -> tuple[str, A
     if not result.converged:
         prov["failure_reason"] = result.reason or "unknown"
         return "failures", make_record(structure, provenance=prov)
-    return "records", make_record(structure, energy=result.energy_eV, forces=result.forces_eV_A, provenance=prov)
+    record = make_record(structure, energy=result.energy_eV, forces=result.forces_eV_A, provenance=prov)
+    return "records", record if calibration is None else calibration.apply(record, "a new label")
 
 
 def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, checkpoint_every: int = 1,
           progress: bool = True, description: str = "", time_limit_s: float | None = None,
-          allow_mixed_levels: bool = False, skip_in: Sequence[str | Path] = ()) -> LabelSummary:
+          allow_mixed_levels: bool = False, skip_in: Sequence[str | Path] = (),
+          calibration: NumericsCalibration | None = None) -> LabelSummary:
     """Label ``structures`` with ``labeler`` into the dataset at ``output`` (created if missing).
 
     Records keep the structures' info (``source``, ``xi``, ``tags``, fixed atoms) and gain a
@@ -120,6 +120,8 @@ def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, 
     SIGTERM / SIGUSR1 (a batch scheduler's stop) end the run the same way after the current structure.
     ``skip_in``: other datasets whose records and failures count as done too (the dataset that shards labelled
     into files of their own will be merged into); their level of theory must be the labeller's as well.
+    ``calibration``: the labeller's numerical settings measured against the dataset's (``mlff.data.numerics``);
+    each new record's energy is shifted by it to the dataset's settings, raw energy and shift recorded.
     """
     if checkpoint_every < 1:
         raise MLFFError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
@@ -133,10 +135,14 @@ def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, 
     with WriterLock(lock_path_for(output), f"dataset {output}"):
         others = [Dataset(path) for path in skip_in]
         for other in others:  # before the output is created
-            _check_level(other, labeler, allow_mixed_levels)
+            _check_level(other, labeler, allow_mixed_levels, calibration)
         dataset = Dataset(output) if output.exists() else Dataset.create(output, description=description)
-        _check_level(dataset, labeler, allow_mixed_levels)
-        return _label_into(dataset, structures, labeler, checkpoint_every, progress, time_limit_s, others)
+        _check_level(dataset, labeler, allow_mixed_levels, calibration)
+        if calibration is not None and progress:
+            print(f"label: {labeler.name} labels count as the reference settings' by the calibration "
+                  f"{calibration.path or ''}: {calibration.summary()}", file=sys.stderr, flush=True)
+        return _label_into(dataset, structures, labeler, checkpoint_every, progress, time_limit_s, others,
+                           calibration)
 
 
 def _done(dataset: Dataset) -> set[str]:
@@ -144,7 +150,8 @@ def _done(dataset: Dataset) -> set[str]:
 
 
 def _label_into(dataset: Dataset, structures, labeler, checkpoint_every: int, progress: bool,
-                time_limit_s: float | None, others: Sequence[Dataset] = ()) -> LabelSummary:
+                time_limit_s: float | None, others: Sequence[Dataset] = (),
+                calibration: NumericsCalibration | None = None) -> LabelSummary:
     require = ("energy", "forces") if getattr(labeler, "forces", True) else ("energy",)
     done, elsewhere = _done(dataset), [(other, _done(other)) for other in others]
     todo, seen, skipped = [], set(), 0
@@ -174,7 +181,7 @@ def _label_into(dataset: Dataset, structures, labeler, checkpoint_every: int, pr
             if flag.received or (time_limit_s is not None and time.perf_counter() - start + slowest > time_limit_s):
                 break
             began = time.perf_counter()
-            table, record = _outcome(labeler, structure, software)
+            table, record = _outcome(labeler, structure, software, calibration)
             slowest, n = max(slowest, time.perf_counter() - began), n + 1
             pending[table].append(record)
             if n % checkpoint_every == 0:

@@ -8,6 +8,9 @@ already holds an earlier merge of the same shards), which is kept once; the outp
 (shards merged into the dataset they continue): it is replaced only once the merged file is complete.
 The merged file keeps where it came from: its attribute ``merged_from`` lists every input with its checksum,
 counts and the input file's own provenance (its creation, and an upgrade if it had one).
+A merge keeps one level of theory and one set of numerical settings, as labelling does (``mlff.data.levels``):
+inputs at another level are refused unless ``allow_mixed_levels``; records at another numerical setting join
+through a measured ``calibration`` (``mlff.data.numerics``), which shifts their energy and records it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Sequence
 
 import h5py
 
+from mlff.data.levels import check_one_level, effective_numerics_of, level_of, levels_in, numerics_of
+from mlff.data.numerics import NumericsCalibration
 from mlff.data.records import content_hash, geometry_hash
 from mlff.data.store import TABLES, Dataset
 from mlff.errors import MLFFError
@@ -46,7 +51,8 @@ def pool_rank(pool) -> dict[str, int]:
 
 
 def merge(inputs: Sequence[str | Path], output: str | Path, *, order=None, overwrite: bool = False,
-          description: str = "") -> dict[str, int]:
+          description: str = "", allow_mixed_levels: bool = False,
+          calibration: NumericsCalibration | None = None) -> dict[str, int]:
     """Write the records and failures of ``inputs`` into a new dataset ``output``; returns the counts.
 
     ``order``: the pool's structures (ASE Atoms); every record must come from it (by geometry hash), and
@@ -67,6 +73,8 @@ def merge(inputs: Sequence[str | Path], output: str | Path, *, order=None, overw
         precisions.add(ds.precision)
         for table in TABLES:
             for atoms in ds.read(table=table):
+                if table == "records" and calibration is not None:
+                    atoms = _calibrated(atoms, calibration, f"a record of {path}")
                 h, c = geometry_hash(atoms), content_hash(atoms)
                 if h in seen and seen[h][1] == c:
                     continue  # the same record twice: kept once
@@ -75,6 +83,7 @@ def merge(inputs: Sequence[str | Path], output: str | Path, *, order=None, overw
                                     "labels or provenance; inputs must not overlap")
                 seen[h] = (str(path), c)
                 tables[table].append(atoms)
+    _check_levels(tables["records"], allow_mixed_levels)
     if order is not None:
         rank = pool_rank(order)
         for table, items in tables.items():
@@ -95,6 +104,23 @@ def merge(inputs: Sequence[str | Path], output: str | Path, *, order=None, overw
         with WriterLock(lock_path_for(output), f"dataset {output}"):
             os.replace(out.path, output)
     return {table: len(items) for table, items in tables.items()}
+
+
+def _calibrated(record, calibration: NumericsCalibration, where: str):
+    """``record`` shifted to the calibration's reference settings when it is at its calibrated settings."""
+    prov = record.info.get("provenance", {})
+    if "numerics_calibration" in prov or numerics_of(prov) != calibration.numerics:
+        return record
+    return calibration.apply(record, where)
+
+
+def _check_levels(records, allow_mixed_levels: bool) -> None:
+    present = levels_in(r.info for r in records)
+    if len(present) > 1:
+        first = present[0]
+        for level, numerics, count in present[1:]:
+            check_one_level([first], level, numerics, f"merge: the inputs ({first[2]} records)",
+                            incoming=f"{count} other record(s)", allow_mixed_levels=allow_mixed_levels)
 
 
 def _source(ds: Dataset) -> dict:

@@ -20,6 +20,8 @@ import numpy as np
 from ase import Atoms
 from ase.units import Hartree
 
+from mlff.data.levels import check_one_level, effective_numerics_of, level_of, levels_in, numerics_of
+from mlff.data.numerics import NumericsCalibration
 from mlff.data.records import geometry_hash, labels
 from mlff.data.store import Dataset
 from mlff.errors import MLFFError
@@ -123,33 +125,43 @@ def compare_labels(first: Sequence[Atoms], second: Sequence[Atoms]) -> list[Labe
     return out
 
 
-_LEVEL = ("method", "functional", "basis", "dispersion", "solvent", "density_fit", "grids_level")
-
-
-def _level(record: Atoms) -> dict:
-    prov = record.info.get("provenance", {})
-    return {k: prov.get(k) for k in _LEVEL}
-
-
 def same_level(a: Atoms, b: Atoms) -> bool:
-    """Whether two records were labelled at the same level of theory (method, functional, basis, ... in provenance)."""
-    return _level(a) == _level(b)
+    """Whether two records were labelled at the same level of theory and (effective) numerical settings, by any
+    code (a GPU4PySCF label and a PySCF label of the same level are compared with each other)."""
+    def key(record: Atoms) -> tuple:
+        prov = record.info.get("provenance", {})
+        return {**level_of(prov), "code": ""}, effective_numerics_of(prov)
+
+    return key(a) == key(b)
 
 
 def import_labels(dataset: Dataset, records: Sequence[Atoms], *, note: dict | None = None,
-                  exclude: Sequence[str] = ()) -> int:
+                  exclude: Sequence[str] = (), calibration: NumericsCalibration | None = None) -> int:
     """Append the records whose geometry ``dataset`` lacks, provenance kept (``note`` added to it).
 
     ``exclude``: geometry hashes never to import (a held-out test set's). MLFFError when a record's level of
-    theory differs from the dataset's first record's. Returns how many were added."""
+    theory or numerical settings differ from the dataset's (its code may: GPU4PySCF labels, compared with PySCF's
+    by ``workflows/gpu_label_check.py``, join a PySCF dataset); records at ``calibration``'s settings are shifted
+    to its reference settings first (``mlff.data.numerics``). Returns how many were added."""
     existing = set(dataset.column("geometry_hash")) if len(dataset) else set()
     existing.update(exclude)
-    reference = _level(dataset.read([0])[0]) if len(dataset) else None
+    present = levels_in(dataset.infos()) if len(dataset) else []
     new = []
     for k, record in enumerate(records):
-        if reference is not None and _level(record) != reference:
-            raise MLFFError(f"record {k} ({record.info.get('source', '?')}): level of theory {_level(record)} "
-                            f"differs from the dataset's {reference}")
+        where = f"record {k} ({record.info.get('source', '?')})"
+        prov = record.info.get("provenance", {})
+        if calibration is not None and "numerics_calibration" not in prov \
+                and numerics_of(prov) == calibration.numerics:
+            record = calibration.apply(record, where)
+            prov = record.info["provenance"]
+        if present:
+            check_one_level(present, level_of(prov), effective_numerics_of(prov), str(dataset.path), incoming=where,
+                            compare_code=False)
+        elif new:  # an empty dataset takes the first record's level
+            first = new[0].info.get("provenance", {})
+            check_one_level([(level_of(first), effective_numerics_of(first), len(new))], level_of(prov),
+                            effective_numerics_of(prov), "the records imported before it", incoming=where,
+                            compare_code=False)
         h = geometry_hash(record)
         if h in existing:
             continue

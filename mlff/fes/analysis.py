@@ -22,18 +22,20 @@ class FESOutput:
     files: list[Path]
 
 
-def analyse(run, config: FESConfig | None = None) -> Analysis:
-    """The free-energy analysis of a ``mlff.bias.io.BiasedRun`` (umbrella: MBAR; metad: reweighting + hills)."""
+def analyse(run, config: FESConfig | None = None, committee: dict | None = None) -> Analysis:
+    """The free-energy analysis of a ``mlff.bias.io.BiasedRun`` (umbrella: MBAR; metad: reweighting + hills).
+    ``committee``: the members' energies on the run's frames (``mlff.fes.committee.member_energies``), for the
+    model error (umbrella runs)."""
     config = config or FESConfig()
     if run.kind == "umbrella":
         from mlff.fes.umbrella import analyse_umbrella
 
-        return analyse_umbrella(run, config)
+        return analyse_umbrella(run, config, committee)
     if run.kind == "metad":
         from mlff.fes.metad_analysis import analyse_metad
 
-        if config.single_points:
-            raise MLFFError("single-point reweighting (single_points) is implemented for umbrella runs only")
+        if config.single_points or committee is not None:
+            raise MLFFError("reweighting to single points or committee members is implemented for umbrella runs only")
 
         return analyse_metad(run, config)
     raise MLFFError(f"run kind {run.kind!r}; expected 'umbrella' or 'metad'")
@@ -67,7 +69,14 @@ def run_fes(run_dir: str | Path, config: FESConfig | None = None, out: str | Pat
         if not run_dir.is_dir():
             raise MLFFError(f"run directory not found: {run_dir}")
         run = _read_run(run_dir)
-    analysis = analyse(run, config)
+    committee = None
+    if config.committee:
+        if run.kind != "umbrella":
+            raise MLFFError("committee: the model error by reweighting is implemented for umbrella runs only")
+        from mlff.fes.committee import member_energies
+
+        committee = member_energies(run_dir)
+    analysis = analyse(run, config, committee)
     out = Path(out) if out is not None else run_dir / "fes"
     out.mkdir(parents=True, exist_ok=True)
     document = fes_document(analysis, config.to_dict(), analysis_provenance())

@@ -13,6 +13,7 @@ def _fes(args) -> int:
     config = load_fes_config(args.config, bins=args.bins, cv_range=args.range, n_bootstraps=args.bootstraps,
                              seed=args.seed, reactant=args.reactant, product=args.product, ts_region=args.ts_region,
                              equilibration="none" if args.no_equilibration else None, single_points=args.single_points,
+                             committee=True if args.committee else None,
                              plots=False if args.no_plots else None)
     output = run_fes(args.run_dir, config, out=args.out)
     for line in summary_lines(output.analysis, output.document):
@@ -42,6 +43,8 @@ def add_fes_command(commands) -> None:
                          help=f"{name.replace('-', ' ')} of the CV, 'none' for an open end (default {default})")
     fes.add_argument("--single-points", metavar="CSV", help="reweight the profile to another level of theory: CSV of "
                      "step, system, delta_energy_eV (E_target - E_reference) on frames of the run")
+    fes.add_argument("--committee", action="store_true", help="the model error: reweight the samples to each member "
+                     "of the run's committee (evaluated once on its trajectory frames, cached in the run directory)")
     fes.add_argument("--no-equilibration", action="store_true", help="keep every sample (skip detect_equilibration)")
     fes.add_argument("--no-plots", action="store_true", help="write fes.json and fes.csv only")
     fes.set_defaults(run=_fes)

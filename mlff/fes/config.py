@@ -46,6 +46,8 @@ class FESConfig:
     metad_blocks: int = 10  # metaD reweighting: contiguous blocks for the block bootstrap
     metad_grid: int = 400  # metaD: points of the grid the hills are summed on
     single_points: str | None = None  # umbrella: CSV of E_target - E_reference on frames, to reweight to that level
+    # umbrella: the model error, the run's samples reweighted to each member of its committee (mlff.fes.committee)
+    committee: bool = False
     plots: bool = True
 
     def __post_init__(self):

@@ -138,6 +138,20 @@ def fes_document(analysis: Analysis, config: dict, provenance: dict) -> dict:
                                                                     "error": level["errors_kT"][k] * kcal,
                                                                     "error_method": "bootstrap", "unit": "kcal/mol"}
                for k, v in level["values_kT"].items()}}
+    model = analysis.extra.get("committee")
+    if model:
+        names = {"barrier_forward": "barrier_forward", "barrier_reverse": "barrier_reverse",
+                 "reaction": "reaction_free_energy"}
+        doc["model_error"] = {
+            "method": "the run's samples at its trajectory frames reweighted from the committee mean to each member "
+                      "(FEP through MBAR); error: standard deviation of the members' values",
+            "source": model["source"], "n_frames": model["n_frames"], "min_effective_sample_size": model["min_ess"],
+            **{names[k]: {"error": model["std_kT"][k] * kcal, "range": [v * kcal for v in model["range_kT"][k]],
+                          "mean_potential_same_frames": model["mean_potential_kT"][k] * kcal, "unit": "kcal/mol"}
+               for k in names},
+            "members": [{"member": m["member"], "effective_sample_size": m["ess"],
+                         "cv_transition_state": m["cv_ts"],
+                         **{names[k]: v * kcal for k, v in m["values_kT"].items()}} for m in model["members"]]}
     doc["config"] = config
     doc["provenance"] = {"run": analysis.provenance, "analysis": provenance}
     return _clean(doc)
@@ -226,5 +240,12 @@ def summary_lines(analysis: Analysis, doc: dict) -> list[str]:
         lines.append(f"  at the single-point level: barrier {lv['barrier_forward']['value']:.2f}"
                      f"{'' if err is None else f' ± {err:.2f}'}, reaction {lv['reaction_free_energy']['value']:.2f} "
                      f"kcal/mol; ESS {lv['effective_sample_size']:.0f} of {lv['n_frames']} frames")
+    if "model_error" in doc:
+        me = doc["model_error"]
+        b = me["barrier_forward"]
+        lines.append(f"  model error (committee of {len(me['members'])}, reweighted): barrier ± {b['error']:.2f} "
+                     f"(members {b['range'][0]:.2f} .. {b['range'][1]:.2f}), reaction ± "
+                     f"{me['reaction_free_energy']['error']:.2f} kcal/mol; smallest ESS "
+                     f"{me['min_effective_sample_size']:.0f} of {me['n_frames']} frames")
     lines += [f"  warning: {w}" for w in analysis.warnings]
     return lines

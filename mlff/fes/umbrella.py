@@ -147,8 +147,9 @@ def _profile(fit, windows, edges, config: FESConfig, beta: float):
     return f, counts, cov, boot
 
 
-def analyse_umbrella(run, config: FESConfig | None = None) -> Analysis:
-    """The MBAR analysis of an umbrella BiasedRun (see the module docstring)."""
+def analyse_umbrella(run, config: FESConfig | None = None, committee: dict | None = None) -> Analysis:
+    """The MBAR analysis of an umbrella BiasedRun (see the module docstring); with ``committee`` (the members'
+    energies on the run's frames) also the model error (``mlff.fes.committee.member_profiles``)."""
     config = config or FESConfig()
     check_umbrella_run(run)
     points = None
@@ -176,6 +177,15 @@ def analyse_umbrella(run, config: FESConfig | None = None) -> Analysis:
     barrier = _barrier(bin_cv, f, cov, boot, config, run)
     warnings = _warnings(overlap, config, windows, run)
     level = _level(run, points, edges, bin_cv, config, beta, warnings) if points is not None else None
+    model = None
+    if committee is not None:
+        from mlff.fes.committee import member_profiles
+
+        model = member_profiles(run, committee, edges, beta, config)
+        if model["min_ess"] < max(30.0, 0.1 * model["n_frames"]):
+            warnings.append(f"the committee reweighting keeps an effective sample size of {model['min_ess']:.0f} of "
+                            f"{model['n_frames']} frames for one member: the members disagree more than the samples "
+                            "can carry, and the model error is a lower bound")
     convergence = _convergence(windows, fit, edges, bin_cv, config, beta)
     extra_samples = [w.samples for w in windows]
     frames, table = _tables(run, windows)
@@ -188,7 +198,7 @@ def analyse_umbrella(run, config: FESConfig | None = None) -> Analysis:
                     warnings, table, overlap, convergence,
                     {"f_k_kT": fit.f_k.tolist(), "f_normalised_kT": f, "bootstrap_f_kT": boot,
                      "window_samples": extra_samples, "n_decorrelated": int(fit.x_n.size), "level": level,
-                     "frames": frames},
+                     "frames": frames, "committee": model},
                     dict(run.provenance))
 
 

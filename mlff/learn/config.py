@@ -59,6 +59,10 @@ class LabelConfig:
     # `mlff slurm label` (array jobs) into iter_NNN/labels_in.h5; --resume imports them
     external: bool = False
     shards: int = checked(1, ge=1)  # array tasks of the label.yaml written for external labelling
+    workers: int = checked(1, ge=1)  # one-thread labelling processes side by side (mlff.data.workers)
+    # a numerics calibration (`mlff data numerics`): the oracle labels at faster settings than the data it joins
+    # (e.g. the replay set); its energies are shifted to the reference settings and count as that level
+    calibration: str | None = None
 
 
 @dataclass
@@ -163,7 +167,13 @@ def _check_fragments(c: LearnConfig) -> None:
         train_config(c.initial.train, "initial.train")
     if not isinstance(c.label.oracle, dict) or "backend" not in c.label.oracle:
         raise MLFFError(f"label.oracle = {c.label.oracle!r}; expected a labeller spec such as {{backend: xtb}}")
-    make_labeler(dict(c.label.oracle))
+    labeler = make_labeler(dict(c.label.oracle))
+    if c.label.calibration is not None:
+        from mlff.data.levels import level_of, numerics_of
+        from mlff.data.numerics import load_calibration
+
+        level = labeler.level()
+        load_calibration(c.label.calibration).check_usable(level_of(level), numerics_of(level), "label.calibration")
     if c.fes is not None:
         from mlff.fes.config import load_fes_config
 
@@ -191,4 +201,5 @@ def load_learn_config(path, *, out: str | None = None) -> LearnConfig:
     config.test.path = resolve(config.test.path)
     config.retrain.replay = resolve(config.retrain.replay)
     config.initial.potential = resolve(config.initial.potential)
+    config.label.calibration = resolve(config.label.calibration)
     return config

@@ -129,7 +129,7 @@ def _external(ctx: dict, state: IterationState, structures: list) -> dict | None
     labels = Dataset(ctx["labels"]) if ctx["labels"].is_file() else Dataset.create(ctx["labels"])
     ds = Dataset(inbox)
     with labels.writer_lock():
-        import_labels(labels, ds.read())
+        import_labels(labels, ds.read(), calibration=ctx["calibration"])
         known = set(labels.column("geometry_hash", "failures"))
         failures = [f for f in ds.read(table="failures") if geometry_hash(f) not in known]
         labels.append(failures, table="failures", where=f"failures of {inbox}", require=())
@@ -146,9 +146,15 @@ def _label(ctx: dict, state: IterationState) -> dict:
         waiting = _external(ctx, state, structures)
         if waiting is not None:
             return waiting
-    summary = label(structures, ctx["labeler"], ctx["labels"], checkpoint_every=config.label.checkpoint_every,
-                    progress=config.progress, time_limit_s=config.label.time_limit_s,
-                    description="mlff learn: labels of the oracle")
+    options = dict(checkpoint_every=config.label.checkpoint_every, progress=config.progress,
+                   time_limit_s=config.label.time_limit_s, description="mlff learn: labels of the oracle")
+    if config.label.workers > 1:
+        from mlff.data.workers import label_with_workers
+
+        summary = label_with_workers(structures, dict(config.label.oracle), ctx["labels"], workers=config.label.workers,
+                                     calibration=config.label.calibration, **options)
+    else:
+        summary = label(structures, ctx["labeler"], ctx["labels"], calibration=ctx["calibration"], **options)
     this_run = {"labelled": summary.labelled, "failed": summary.failed, "skipped": summary.skipped,
                 "remaining": summary.remaining}
     if summary.remaining or summary.interrupted:
@@ -334,7 +340,11 @@ def _run(config: LearnConfig, out: Path) -> dict:
             return _finish(out, "interrupted", stage="initial training")
         ctx = {"config": config, "labels": out / "labels.h5", "replay": replay_set(config, out),
                "labeler": make_labeler(dict(config.label.oracle)), "slope": 1.0, "previous_report": None,
-               "reports": []}
+               "reports": [], "calibration": None}
+        if config.label.calibration is not None:
+            from mlff.data.numerics import load_calibration
+
+            ctx["calibration"] = load_calibration(config.label.calibration)
         potential, iteration = initial["potential"], 0
         while True:
             state = IterationState(out, iteration, potential)

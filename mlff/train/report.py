@@ -124,17 +124,20 @@ def compute_metrics(potential, graphs, records, config) -> tuple[dict, dict]:
 
 def labels_level(infos) -> str:
     """The level(s) of theory of the training labels, from the records' provenance, e.g.
-    "GFN2-xTB (tblite; ...) -- NOT DFT" or "DFT b3lyp/def2-svp, d3bj, C-PCM eps=4.0 (pyscf)"."""
-    from mlff.data.label import LEVEL_KEYS
+    "GFN2-xTB (tblite; ...) -- NOT DFT" or "DFT B3LYP/def2-svp (d3bj, C-PCM eps=4.0, pyscf) [numerical settings
+    conv_tol_Ha 1e-09, ..., 60 labels, 8 of them at faster settings shifted by a measured calibration]"."""
+    from mlff.data.levels import describe_numerics, levels_in
 
-    seen = []
-    for info in infos:
-        prov = info.get("provenance")
-        if isinstance(prov, dict) and any(k in prov for k in LEVEL_KEYS):
-            level = {k: str(prov.get(k, "")) for k in LEVEL_KEYS}
-            if level not in seen:
-                seen.append(level)
-    return "; ".join(_describe_level(level) for level in seen) or "unknown (no provenance in the records)"
+    infos = list(infos)
+    parts = []
+    for level, numerics, count in levels_in(infos):
+        text = _describe_level(level)
+        if numerics:
+            shifted = sum(isinstance(i.get("provenance", {}).get("numerics_calibration"), dict) for i in infos)
+            text += f" [numerical settings {describe_numerics(numerics)}, {count} labels" + (
+                f", {shifted} of them at faster settings shifted by a measured calibration]" if shifted else "]")
+        parts.append(text)
+    return "; ".join(parts) or "unknown (no provenance in the records)"
 
 
 def _describe_level(level: dict) -> str:

@@ -245,8 +245,11 @@ class PySCFLabeler:
         return mf
 
     def _scf_info(self, mf, energy_Ha: float, restricted: bool) -> dict:
+        from pyscf import lib
+
         summary = getattr(mf, "scf_summary", {}) or {}
-        info = {"scf_cycles": int(getattr(mf, "cycles", -1)), "energy_Ha": energy_Ha}
+        # threads: labels per core-hour are wall time x threads (two one-thread labels side by side beat one two-thread)
+        info = {"scf_cycles": int(getattr(mf, "cycles", -1)), "energy_Ha": energy_Ha, "threads": int(lib.num_threads())}
         for key, name in (("dispersion", "dispersion_Ha"), ("e_solvent", "solvation_Ha")):
             if _float(summary.get(key)) is not None:
                 info[name] = _float(summary[key])

@@ -155,6 +155,21 @@ def test_external_labels_for_array_jobs_then_resume(reference, xtb_sets, tmp_pat
     assert _state(tmp_path / "ext", 0)["done"] == list(STAGES)
 
 
+def test_labels_in_two_one_thread_workers_are_those_of_one_labeller(reference, xtb_sets, tmp_path):
+    """label.workers: 2 labels the selected frames in two processes; the same frames, labels and order as the
+    reference's first iteration (one labeller in the loop's process)."""
+    ref_out, _ = reference
+    config = learn_dict(tmp_path / "workers", xtb_sets, label__workers=2, stop__max_iterations=1, stop__total_labels=3,
+                        initial={"potential": str(ref_out / "initial" / "train" / "potential")})
+    summary = run_learning(config)
+    assert summary["status"] == "finished" and summary["labels_spent"] == 3
+    mine, theirs = Dataset(tmp_path / "workers" / "labels.h5").read(), Dataset(ref_out / "labels.h5").read()[:3]
+    for x, y in zip(mine, theirs, strict=True):
+        assert np.allclose(x.positions, y.positions, atol=1e-8) and x.info["learn_iteration"] == 0
+        assert x.get_potential_energy() == pytest.approx(y.get_potential_energy(), abs=1e-6)
+    assert not (tmp_path / "workers" / "labels.h5.workers").exists()
+
+
 def test_sigterm_between_stages_ends_resumable_with_exit_75(reference, xtb_sets, tmp_path):
     ref_out, _ = reference
     out = tmp_path / "term"
