@@ -23,7 +23,7 @@ from typing import Sequence
 
 import h5py
 
-from mlff.data.levels import check_one_level, effective_numerics_of, level_of, levels_in, numerics_of
+from mlff.data.levels import check_one_level, levels_in, numerics_of
 from mlff.data.numerics import NumericsCalibration
 from mlff.data.records import content_hash, geometry_hash
 from mlff.data.store import TABLES, Dataset

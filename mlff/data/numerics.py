@@ -17,7 +17,6 @@ record's provenance (``mlff.data.levels`` then counts it at the reference settin
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from ase.units import kcal, mol
 from mlff.data.levels import describe_level, describe_numerics, effective_numerics_of, level_of, numerics_of
 from mlff.data.records import geometry_hash, labels, make_record
 from mlff.errors import MLFFError
+from mlff.provenance import sha256_file
 
 __all__ = ["NumericsCalibration", "TOLERANCE", "measure", "load_calibration"]
 
@@ -146,14 +146,6 @@ def _builtin(value):
     raise TypeError(type(value).__name__)
 
 
-def _sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _one(values: list[dict], what: str) -> dict:
     distinct = {json.dumps(v, sort_keys=True, default=str) for v in values}
     if len(distinct) != 1:
@@ -195,7 +187,7 @@ def measure(reference: Sequence[Atoms], other: Sequence[Atoms], *, tolerance: di
         wall_s={"reference": [float(p["wall_s"]) for p in ref_prov if "wall_s" in p],
                 "numerics": [float(p["wall_s"]) for p in new_prov if "wall_s" in p]},
         tolerance={**TOLERANCE, **(tolerance or {})},
-        sources=[{"path": str(s), "sha256": _sha256(s)} for s in sources],
+        sources=[{"path": str(s), "sha256": sha256_file(s)} for s in sources],
         measured_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 
