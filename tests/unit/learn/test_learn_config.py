@@ -62,8 +62,8 @@ def test_resume_refuses_a_changed_config_and_a_second_run(tmp_path):
         _check_run(tmp_path / "other", config, resume=True)
 
 
-@pytest.mark.parametrize("name", ["fdh_learn_xtb.yaml", "fdh_learn_dft.yaml"])
-def test_the_shipped_workflow_configs_load(name, monkeypatch):
+@pytest.mark.parametrize("name, barrier_tol", [("fdh_learn_xtb.yaml", 0.5), ("fdh_learn_dft.yaml", None)])
+def test_the_shipped_workflow_configs_load(name, barrier_tol, monkeypatch):
     from learn_helpers import REPO
 
     from mlff.learn import load_learn_config
@@ -71,7 +71,9 @@ def test_the_shipped_workflow_configs_load(name, monkeypatch):
     monkeypatch.chdir(REPO)  # their paths are relative to the repository root
     config = load_learn_config(REPO / "workflows" / name)
     assert config.explore.md is not None and config.explore.umbrella is not None
-    assert config.test.tag == "holdout-scan" and config.stop.barrier_tol_kcal_mol == 0.5
+    assert config.test.tag == "holdout-scan" and config.stop.barrier_tol_kcal_mol == barrier_tol
+    if name == "fdh_learn_dft.yaml":  # the CPU campaign: fast numerics through their calibration, two workers
+        assert config.label.workers == 2 and config.label.calibration.endswith("numerics_fast_small.json")
 
 
 def test_replay_at_another_level_than_the_oracle_goes_to_a_head_of_its_own(tmp_path):
