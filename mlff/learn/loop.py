@@ -70,13 +70,17 @@ def _kill_hook(iteration: int, stage: str) -> None:
 
 # -- stages -------------------------------------------------------------------------------------------------
 def _select(ctx: dict, state: IterationState) -> dict:
+    from mlff.data.records import geometry_hash
     from mlff.data.store import Dataset
     from mlff.learn.retrain import SPLIT_KEY
     from mlff.learn.select import score_frames, select_frames
 
     config, it_dir = ctx["config"], state.dir
     c = config.select
-    candidates = Dataset(it_dir / "candidates.h5").read()
+    candidates, known = Dataset(it_dir / "candidates.h5").read(), _labelled_hashes(ctx)
+    offered = [a for a in candidates if geometry_hash(a) not in known]  # a restarted campaign never pays twice
+    already = len(candidates) - len(offered)
+    candidates = offered
     potential = _load(ctx, state.potential)
     slope = ctx["slope"]
     budget = max(0, min(c.per_iteration, config.stop.total_labels - labels_spent(ctx["labels"])))
@@ -101,7 +105,22 @@ def _select(ctx: dict, state: IterationState) -> dict:
                   "selected for labelling")
     write_json(it_dir / "select.json", {"slope": slope, "budget": budget, **picked, "spread_raw_eV_A": raw,
                                         "xi_A": xi})
-    return {"status": "done", "slope": slope, "budget": budget, **{k: v for k, v in picked.items()}}
+    return {"status": "done", "slope": slope, "budget": budget, "already_labelled": already,
+            **{k: v for k, v in picked.items()}}
+
+
+def _labelled_hashes(ctx: dict) -> set:
+    """Geometry hashes already labelled: the run's labels (records and failures) and the replay dataset's records."""
+    from mlff.data.store import Dataset
+
+    known = set()
+    if ctx["labels"].is_file():
+        ds = Dataset(ctx["labels"])
+        known |= set(ds.column("geometry_hash")) | set(ds.column("geometry_hash", "failures"))
+    replay = ctx["config"].retrain.replay
+    if replay is not None and Path(replay).is_file():
+        known |= set(Dataset(replay).column("geometry_hash"))
+    return known
 
 
 def _external(ctx: dict, state: IterationState, structures: list) -> dict | None:

@@ -170,6 +170,24 @@ def test_labels_in_two_one_thread_workers_are_those_of_one_labeller(reference, x
     assert not (tmp_path / "workers" / "labels.h5.workers").exists()
 
 
+def test_a_restarted_campaign_never_labels_a_geometry_it_has_already(reference, xtb_sets, tmp_path):
+    """The reference's labels replayed in a new run from the same committee and seeds: the same candidates come
+    up, those already labelled are not offered, and the new labels are other geometries."""
+    from mlff.data.records import geometry_hash
+
+    ref_out, _ = reference
+    config = learn_dict(tmp_path / "again", xtb_sets, stop__max_iterations=1, stop__total_labels=3,
+                        initial={"potential": str(ref_out / "initial" / "train" / "potential")},
+                        retrain={"train": {"max_epochs": 1, "batch_size": 4, "plots": False},
+                                 "replay": str(ref_out / "labels.h5")})
+    assert run_learning(config)["status"] == "finished"
+    select = _state(tmp_path / "again", 0)["select"]
+    assert select["already_labelled"] >= 3  # the reference's first three labels are among these candidates
+    old = {geometry_hash(a) for a in Dataset(ref_out / "labels.h5").read()}
+    new = [geometry_hash(a) for a in Dataset(tmp_path / "again" / "labels.h5").read()]
+    assert len(new) == 3 and not old & set(new)
+
+
 def test_sigterm_between_stages_ends_resumable_with_exit_75(reference, xtb_sets, tmp_path):
     ref_out, _ = reference
     out = tmp_path / "term"
