@@ -21,6 +21,9 @@ the held-out scan, the foundation's weights or the recipes changed), and OUT/lea
 max_epochs (and energy weight of the loss, `--energy-weights`), a 4-fold cross-validation over the training labels
 (fixed seeded folds; OUT/cv.jsonl, resumable), scored on forces, energies and relative energies (the spread of the
 energy errors once their common offset is removed: what the held-out scan's relative energies measure).
+`--starts xtb scratch` and `--committees 1 4 8` make the start (fine-tuned from the foundation, or from scratch)
+and the committee size candidates too: each fold then trains a bootstrapped committee, scores its mean, and fits
+the spread calibration (left-out largest force error against largest committee spread, through the origin).
 """
 
 from __future__ import annotations
@@ -223,11 +226,18 @@ def _recipe_energy_weight() -> float:
     return float(load_yaml(CONFIG)["loss"]["energy_weight"])
 
 
-def cv(out: Path, epochs=CV_EPOCHS, folds: int = 4, energy_weights=None) -> list[dict]:
+def _candidate(start: str, committee: int) -> str:
+    """The key suffix of a (start, committee) candidate ("" for the recipe's own: rows made before these existed)."""
+    return "" if (start, committee) == ("xtb", 1) else f"|{start}|c{committee}"
+
+
+def cv(out: Path, epochs=CV_EPOCHS, folds: int = 4, energy_weights=None, starts=("xtb",), committees=(1,)) -> list[dict]:
     """K-fold cross-validation of the fine-tuning recipe on the DFT training labels only (never the held-out
-    scan): for each candidate ``max_epochs``, energy weight of the loss (``energy_weights``; default the
-    recipe's) and fold, one model (the recipe, committee of one) trained on the other folds and scored on the
-    left-out labels. Rows go to OUT/cv.jsonl as they finish (resumable); returns one summary per candidate:
+    scan): for each candidate start (``starts``: "xtb", the foundation fine-tuned; "scratch", the same architecture
+    from random weights, as in the curve), committee size (``committees``; members bootstrapped, scored by their
+    mean, and their force spread calibrated against the left-out errors), ``max_epochs``, energy weight of the
+    loss (``energy_weights``; default the recipe's) and fold, one model trained on the other folds and scored on
+    the left-out labels. Rows go to OUT/cv.jsonl as they finish (resumable); returns one summary per candidate:
     pooled force RMSE, energy RMSE and relative-energy RMSE over all left-out labels."""
     import numpy as np
 
@@ -248,48 +258,59 @@ def cv(out: Path, epochs=CV_EPOCHS, folds: int = 4, energy_weights=None) -> list
     out.mkdir(parents=True, exist_ok=True)
     table = out / "cv.jsonl"
     rows = _rows(table)
-    for n_epochs, weight, k in [(n, w, k) for n in epochs for w in weights for k in range(folds)]:
+    grid = [(a, c, n, w, k) for a in starts for c in committees for n in epochs for w in weights for k in range(folds)]
+    for start, committee, n_epochs, weight, k in grid:
         train_idx = [i for i in range(len(labels)) if fold_of[i] != k]
         test_idx = [i for i in range(len(labels)) if fold_of[i] == k]
+        suffix = _candidate(start, committee)
         key = _key([hashes[i] for i in train_idx] + ["|"] + [hashes[i] for i in test_idx],
-                   f"{n_epochs}e{weight:g}{foundation}")
+                   f"{n_epochs}e{weight:g}{foundation}{suffix}")
         if any(r["key"] == key for r in rows):
             continue
-        run_dir, subset = out / f"cv_e{n_epochs:04d}_w{weight:g}_f{k}", out / f"cv_f{k}.h5"
+        name = f"cv_e{n_epochs:04d}_w{weight:g}" + ("" if not suffix else f"_{start}_c{committee}")
+        run_dir, subset = out / f"{name}_f{k}", out / f"cv_f{k}.h5"
         _write_subset([labels[i] for i in train_idx], [hashes[i] for i in train_idx], subset)
-        spec = dict(curve_config("xtb", subset, run_dir, len(train_idx)), max_epochs=n_epochs)
+        spec = dict(curve_config(start, subset, run_dir, len(train_idx)), max_epochs=n_epochs, committee=committee,
+                    bootstrap=committee > 1)
         spec["loss"] = dict(spec["loss"], energy_weight=weight)
         t0 = time.perf_counter()
         _train_point(run_dir, key, spec, "cv")
         calc = MLFFCalculator(run_dir / "potential", device="cpu")
-        df, de = [], []
+        df, de, spread, worst = [], [], [], []
         for i in test_idx:
             atoms = labels[i].copy()
             atoms.calc = calc
-            df.append((atoms.get_forces() - labels[i].get_forces()).ravel())
+            diff = atoms.get_forces() - labels[i].get_forces()
+            df.append(diff.ravel())
             de.append((atoms.get_potential_energy() - labels[i].get_potential_energy()) / len(atoms))
+            if committee > 1:  # the committee's largest force spread and largest error of the structure
+                spread.append(float(calc.results["forces_std"].max()))
+                worst.append(float(np.linalg.norm(diff, axis=1).max()))
         row = {"max_epochs": n_epochs, "energy_weight": weight, "fold": k, "key": key, "labels": labels_key,
-               "n_train": len(train_idx), "n_test": len(test_idx),
+               "start": start, "committee": committee, "n_train": len(train_idx), "n_test": len(test_idx),
                "forces_sq_sum": float(np.sum(np.concatenate(df) ** 2)), "forces_n": int(sum(map(len, df))),
                "energy_err_meV_atom": [1000 * e for e in de], "n_atoms": [len(labels[i]) for i in test_idx],
-               "wall_s": round(time.perf_counter() - t0, 1)}
+               "spread_max_eV_A": spread, "error_max_eV_A": worst, "wall_s": round(time.perf_counter() - t0, 1)}
         rows = [r for r in rows if not (r["max_epochs"] == n_epochs and r.get("energy_weight") == weight
-                                        and r["fold"] == k)] + [row]
+                                        and r["fold"] == k and _candidate(r.get("start", "xtb"), r.get("committee", 1))
+                                        == suffix)] + [row]
         table.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        print(f"cv {n_epochs:5d} epochs, energy weight {weight:g}, fold {k}: F RMSE "
+        print(f"cv {start} x{committee}, {n_epochs:5d} epochs, energy weight {weight:g}, fold {k}: F RMSE "
               f"{1000 * np.sqrt(row['forces_sq_sum'] / row['forces_n']):.1f} meV/Å on {len(test_idx)} labels",
               flush=True)
-    summary = cv_summary(rows, hashes, epochs, weights)
+    summary = cv_summary(rows, hashes, epochs, weights, starts, committees)
     for s in summary:
-        print(f"max_epochs {s['max_epochs']:5d}, energy weight {s['energy_weight']:g}: {s['folds']}-fold CV on "
-              f"{len(labels)} DFT labels: F RMSE {s['cv_forces_rmse_meV_A']:.1f} meV/Å, E RMSE "
+        slope = "" if s.get("spread_slope") is None else f", spread calibration x{s['spread_slope']:.2f}"
+        print(f"{s.get('start', 'xtb')} x{s.get('committee', 1)}, max_epochs {s['max_epochs']:5d}, energy weight {s['energy_weight']:g}: "
+              f"{s['folds']}-fold CV on {len(labels)} DFT labels: F RMSE {s['cv_forces_rmse_meV_A']:.1f} meV/Å, E RMSE "
               f"{s['cv_energy_rmse_meV_atom']:.2f} meV/atom, relative E RMSE "
-              f"{s['cv_relative_energy_rmse_kcal_mol']:.2f} kcal/mol")
+              f"{s['cv_relative_energy_rmse_kcal_mol']:.2f} kcal/mol{slope}")
     if summary:
         best = choose(summary)
-        print(f"choice: max_epochs {best['max_epochs']}, energy weight {best['energy_weight']:g} (the lowest relative "
-              f"E RMSE whose F RMSE is within {100 * FORCE_TOLERANCE:g} % of the best); the recipe has max_epochs "
-              f"{load_yaml(CONFIG)['max_epochs']}, energy weight {_recipe_energy_weight():g}")
+        print(f"choice: {best.get('start', 'xtb')} x{best.get('committee', 1)}, max_epochs {best['max_epochs']}, energy weight "
+              f"{best['energy_weight']:g} (the lowest relative E RMSE whose F RMSE is within {100 * FORCE_TOLERANCE:g} "
+              f"% of the best); the recipe has max_epochs {load_yaml(CONFIG)['max_epochs']}, energy weight "
+              f"{_recipe_energy_weight():g}")
     return summary
 
 
@@ -305,30 +326,44 @@ def choose(summary: list[dict], force_tolerance: float = FORCE_TOLERANCE) -> dic
                key=lambda s: s["cv_relative_energy_rmse_kcal_mol"])
 
 
-def cv_summary(rows: list[dict], hashes, epochs=None, energy_weights=None) -> list[dict]:
-    """Per candidate (``epochs`` x ``energy_weights``, or every one in ``rows``) of the cross-validation over the
-    labels ``hashes`` (rows of other label sets or another foundation are left out): the pooled force RMSE, the
-    energy RMSE over all left-out labels, and the relative-energy RMSE: the RMSE of their energy errors
-    (kcal/mol a structure) once the mean error, the one offset that relative energies do not see, is removed."""
+def cv_summary(rows: list[dict], hashes, epochs=None, energy_weights=None, starts=None, committees=None) -> list[dict]:
+    """Per candidate (``starts`` x ``committees`` x ``epochs`` x ``energy_weights``, or every one in ``rows``) of the
+    cross-validation over the labels ``hashes`` (rows of other label sets or another foundation are left out): the
+    pooled force RMSE, the energy RMSE over all left-out labels, and the relative-energy RMSE: the RMSE of their
+    energy errors (kcal/mol a structure) once the mean error, the one offset that relative energies do not see, is
+    removed; for committees, the spread calibration: the slope of the left-out structures' largest force error
+    against their largest committee spread (a line through the origin, ``mlff.learn.calibrate``)."""
     import numpy as np
 
     from mlff.fes.units import EV_TO_KCAL_PER_MOL
+    from mlff.learn.calibrate import fit_through_origin
 
-    rows = [r for r in rows if r.get("labels") == _key(hashes, "cv" + _cv_inputs())]
-    candidates = sorted({(r["max_epochs"], r["energy_weight"]) for r in rows}) if epochs is None else \
-        [(n, w) for n in epochs for w in (energy_weights or sorted({r["energy_weight"] for r in rows}))]
+    rows = [dict(r, start=r.get("start", "xtb"), committee=r.get("committee", 1)) for r in rows
+            if r.get("labels") == _key(hashes, "cv" + _cv_inputs())]
+    if epochs is None:
+        candidates = sorted({(r["start"], r["committee"], r["max_epochs"], r["energy_weight"]) for r in rows})
+    else:
+        weights = energy_weights or sorted({r["energy_weight"] for r in rows})
+        candidates = [(a, c, n, w) for a in (starts or ("xtb",)) for c in (committees or (1,)) for n in epochs
+                      for w in weights]
     summary = []
-    for n_epochs, weight in candidates:
-        mine = [r for r in rows if r["max_epochs"] == n_epochs and r["energy_weight"] == weight]
+    for start, committee, n_epochs, weight in candidates:
+        mine = [r for r in rows if (r["start"], r["committee"], r["max_epochs"], r["energy_weight"])
+                == (start, committee, n_epochs, weight)]
         if not mine:
             continue
         e = np.concatenate([r["energy_err_meV_atom"] for r in mine])
         e_structure = np.concatenate([np.multiply(r["energy_err_meV_atom"], r["n_atoms"]) for r in mine]) / 1000
-        summary.append({"max_epochs": n_epochs, "energy_weight": weight, "folds": len(mine),
-                        "cv_forces_rmse_meV_A": 1000 * float(np.sqrt(sum(r["forces_sq_sum"] for r in mine)
-                                                                      / sum(r["forces_n"] for r in mine))),
-                        "cv_energy_rmse_meV_atom": float(np.sqrt(np.mean(e ** 2))),
-                        "cv_relative_energy_rmse_kcal_mol": EV_TO_KCAL_PER_MOL * float(np.std(e_structure))})
+        entry = {"max_epochs": n_epochs, "energy_weight": weight, "folds": len(mine),
+                 "cv_forces_rmse_meV_A": 1000 * float(np.sqrt(sum(r["forces_sq_sum"] for r in mine)
+                                                               / sum(r["forces_n"] for r in mine))),
+                 "cv_energy_rmse_meV_atom": float(np.sqrt(np.mean(e ** 2))),
+                 "cv_relative_energy_rmse_kcal_mol": EV_TO_KCAL_PER_MOL * float(np.std(e_structure))}
+        if (start, committee) != ("xtb", 1):  # the recipe's own candidates keep their old summary
+            fit = fit_through_origin(np.concatenate([r.get("spread_max_eV_A", []) for r in mine]),
+                                     np.concatenate([r.get("error_max_eV_A", []) for r in mine]))
+            entry.update(start=start, committee=committee, spread_slope=fit["slope"])
+        summary.append(entry)
     return summary
 
 
@@ -458,6 +493,10 @@ def main(argv=None) -> int:
     v.add_argument("--folds", type=int, default=4)
     v.add_argument("--energy-weights", type=float, nargs="+", help="candidate energy weights of the loss (default: "
                    "the recipe's)")
+    v.add_argument("--starts", nargs="+", choices=("xtb", "scratch"), default=["xtb"],
+                   help="fine-tuned from the xTB foundation and/or trained from scratch (default xtb)")
+    v.add_argument("--committees", type=int, nargs="+", default=[1], help="candidate committee sizes (default 1; "
+                   "members bootstrapped, scored by their mean; spreads calibrated against the left-out errors)")
     k = sub.add_parser("card", help="the labels and the learning curve into a model card")
     k.add_argument("potential")
     k.add_argument("--out", default=str(OUT))
@@ -465,7 +504,8 @@ def main(argv=None) -> int:
     if args.stage == "curve":
         return script_exit("fdh_dft_finetune", curve, Path(args.out), args.sizes, args.starts)
     if args.stage == "cv":
-        return script_exit("fdh_dft_finetune", cv, Path(args.out), args.epochs, args.folds, args.energy_weights)
+        return script_exit("fdh_dft_finetune", cv, Path(args.out), args.epochs, args.folds, args.energy_weights,
+                           args.starts, args.committees)
     return script_exit("fdh_dft_finetune", card, Path(args.potential), Path(args.out))
 
 

@@ -144,7 +144,14 @@ def test_cv_leaves_every_training_label_out_once_and_never_reads_the_heldout_sca
     printed = capsys.readouterr().out
     assert "energy weight 7, fold 1" in printed and len(finetune._rows(out / "cv.jsonl")) == 6
     best = finetune.choose(heavy)
-    assert f"choice: max_epochs 1, energy weight {best['energy_weight']:g} (" in printed
+    assert f"choice: xtb x1, max_epochs 1, energy weight {best['energy_weight']:g} (" in printed
+    # committees and starts are candidates too: members bootstrapped, scored by their mean, spreads calibrated
+    both = finetune.cv(out, epochs=[1], folds=2, starts=["xtb", "scratch"], committees=[2])
+    assert [(s["start"], s["committee"]) for s in both] == [("xtb", 2), ("scratch", 2)]
+    assert all(s["folds"] == 2 and s["spread_slope"] > 0 for s in both)
+    scratch = json.loads((out / f"cv_e0001_w{w0:g}_scratch_c2_f1" / "config.json").read_text())["config"]
+    assert scratch["committee"] == 2 and scratch["bootstrap"] and scratch.get("init_from") is None
+    assert finetune.cv(out, epochs=[1], folds=2) == [summary[0]]  # the recipe's own rows are untouched
     text = finetune.card_section([], Dataset(short).read(), summary)  # the card's schedule table
     assert "2-fold cross-validation on the 4 training labels" in text
     assert (f"| 1 | {w0:g} | {summary[0]['cv_forces_rmse_meV_A']:.1f} | {summary[0]['cv_energy_rmse_meV_atom']:.2f} | "
