@@ -139,8 +139,8 @@ def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, 
         dataset = Dataset(output) if output.exists() else Dataset.create(output, description=description)
         _check_level(dataset, labeler, allow_mixed_levels, calibration)
         if calibration is not None and progress:
-            print(f"label: {labeler.name} labels count as the reference settings' by the calibration "
-                  f"{calibration.path or ''}: {calibration.summary()}", file=sys.stderr, flush=True)
+            print(f"label: {labeler.name} labels are shifted to the dataset's numerical settings by the calibration "
+                  f"{calibration.path or '(in memory)'}: {calibration.summary()}", file=sys.stderr, flush=True)
         return _label_into(dataset, structures, labeler, checkpoint_every, progress, time_limit_s, others,
                            calibration)
 
