@@ -21,8 +21,9 @@ the held-out scan, the foundation's weights or the recipes changed), and OUT/lea
 max_epochs (and energy weight of the loss, `--energy-weights`), a 4-fold cross-validation over the training labels
 (fixed seeded folds; OUT/cv.jsonl, resumable), scored on forces, energies and relative energies (the spread of the
 energy errors once their common offset is removed: what the held-out scan's relative energies measure).
-`--starts xtb scratch` and `--committees 1 4 8` make the start (fine-tuned from the foundation, or from scratch)
-and the committee size candidates too: each fold then trains a bootstrapped committee, scores its mean, and fits
+`--starts xtb scratch delta` and `--committees 1 4 8` make the start (fine-tuned from the foundation, from scratch,
+or a residual model that learns DFT minus the frozen foundation, `base:` in the training config) and the committee
+size candidates too: each fold then trains a bootstrapped committee, scores its mean, and fits
 the spread calibration (left-out largest force error against largest committee spread, through the origin).
 """
 
@@ -105,11 +106,13 @@ def curve_config(start: str, labels_path: Path, run_dir: Path, n_labels: int) ->
                 init_from=str(REPO / spec["init_from"]))
     paths = [str(labels_path), str(HOLDOUT)] + [str((recipe.parent / p).resolve()) for p in spec["data"]["paths"][2:]]
     spec["data"] = dict(spec["data"], paths=paths)
-    if start == "scratch":
-        spec.pop("init_from")
+    if start in ("scratch", "delta"):
+        foundation = spec.pop("init_from")
         spec.update(model=load_yaml(FOUNDATION)["model"], e0s=str(DFT_E0S), scaling="rms_forces",
                     max_epochs=2 * spec["max_epochs"])
         spec["optim"] = dict(spec["optim"], lr=0.01)
+        if start == "delta":  # the same architecture learning DFT - xTB-foundation on top of the frozen foundation
+            spec.update(base=foundation, e0s={symbol: 0.0 for symbol in spec["model"]["species"]})
     elif n_labels == 0:
         spec.update(max_epochs=0)
     return spec
@@ -493,8 +496,9 @@ def main(argv=None) -> int:
     v.add_argument("--folds", type=int, default=4)
     v.add_argument("--energy-weights", type=float, nargs="+", help="candidate energy weights of the loss (default: "
                    "the recipe's)")
-    v.add_argument("--starts", nargs="+", choices=("xtb", "scratch"), default=["xtb"],
-                   help="fine-tuned from the xTB foundation and/or trained from scratch (default xtb)")
+    v.add_argument("--starts", nargs="+", choices=("xtb", "scratch", "delta"), default=["xtb"],
+                   help="fine-tuned from the xTB foundation, trained from scratch, and/or a residual model on the "
+                   "frozen foundation (default xtb)")
     v.add_argument("--committees", type=int, nargs="+", default=[1], help="candidate committee sizes (default 1; "
                    "members bootstrapped, scored by their mean; spreads calibrated against the left-out errors)")
     k = sub.add_parser("card", help="the labels and the learning curve into a model card")

@@ -52,13 +52,21 @@ class Potential(torch.nn.Module):
     ASE's sign); for committees, means over members with ``energy_std`` [S] and ``forces_std`` [N].
     """
 
-    def __init__(self, config: ModelConfig, members: list[torch.nn.Module], metadata: dict | None = None):
+    def __init__(self, config: ModelConfig, members: list[torch.nn.Module], metadata: dict | None = None, *,
+                 base: "Potential | None" = None, base_source: str | None = None):
         super().__init__()
         if not members:
             raise MLFFError("a potential needs at least one model")
         self.config = config
         self.members = torch.nn.ModuleList(members)
         self.metadata = dict(metadata or {})
+        # a residual (delta) model: every member's energy is added to the committee mean of this frozen potential
+        # (e.g. a foundation trained on cheaper labels); base_source: its directory or shipped name, as saved
+        self.base, self.base_source = base, base_source
+        if base is not None:
+            if base.base is not None:
+                raise MLFFError("the base of a residual model cannot itself be a residual model")
+            base.requires_grad_(False)
         self.head = config.heads[-1] if "default" not in config.heads else "default"
         lut = torch.full((119,), -1, dtype=torch.int64)
         lut[config.atomic_numbers] = torch.arange(len(config.atomic_numbers))
@@ -103,7 +111,8 @@ class Potential(torch.nn.Module):
     # ---- properties ---------------------------------------------------------------------------
     @property
     def cutoff(self) -> float:
-        return float(self.config.r_max)
+        """The graph cutoff (Å): the largest r_max of the members and the base (MACE masks edges past its r_max)."""
+        return max(float(self.config.r_max), self.base.cutoff if self.base is not None else 0.0)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -176,6 +185,10 @@ class Potential(torch.nn.Module):
                 cell = cell + cell @ sym
             data = self._mace_input(graph, positions, cell, heads)
             energies = torch.stack([m(dict(data), training=training, compute_force=False)["energy"] for m in members])
+            if self.base is not None:  # frozen: gradients reach the positions (forces, stress), not its weights
+                base_data = self.base._mace_input(graph, positions, cell)
+                energies = energies + torch.stack([m(dict(base_data), training=False, compute_force=False)["energy"]
+                                                   for m in self.base.members]).mean(0)
             out = {"energy": energies.mean(0)}
             if need_grad:
                 grads = [_grad_or_zeros(e.sum(), inputs, training, training or k < len(members) - 1)

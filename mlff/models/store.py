@@ -43,6 +43,11 @@ def save_potential(potential: Potential, path, *, name: str | None = None) -> Pa
         "n_parameters_per_member": sum(p.numel() for p in potential.members[0].parameters()),
         "metadata": potential.metadata, "provenance": provenance(), "sha256": checksums,
     }
+    if potential.base is not None:  # a residual model: the frozen base it adds to, pinned by its weights
+        if not potential.base_source:
+            raise MLFFError("a residual model is saved with its base's directory or shipped name (base_source)")
+        card["base"] = {"potential": str(potential.base_source),
+                        "sha256": weights_pins(potential.base_source).get("potential_sha256")}
     (path / "potential.json").write_text(json.dumps(card, indent=2) + "\n")
     (path / "MODEL_CARD.md").write_text(model_card(card))
     return path
@@ -80,7 +85,16 @@ def load_potential(path, *, device="cpu", dtype=None, verify: bool = True) -> Po
         if missing or unexpected:
             raise MLFFError(f"{file} does not match the config: missing {missing[:3]}, unexpected {unexpected[:3]}")
         members.append(member.to(dtype=_dtype(dtype or card["dtype"])))
-    potential = Potential(config, members, card.get("metadata"))
+    base = None
+    if card.get("base"):
+        source = card["base"]["potential"]
+        pinned = weights_pins(source).get("potential_sha256") if resolve_potential_path(source).is_dir() else None
+        if verify and pinned != card["base"].get("sha256"):
+            raise MLFFError(f"{card_file}: this residual model adds to the base potential {source!r}, whose weights "
+                            f"{'are missing' if pinned is None else 'changed since it was trained'}")
+        base = load_potential(source, dtype=dtype or card["dtype"], verify=verify)
+    potential = Potential(config, members, card.get("metadata"), base=base,
+                          base_source=card["base"]["potential"] if base is not None else None)
     potential.head = card.get("head", potential.head)
     return potential.to(device)
 

@@ -103,6 +103,10 @@ class TrainConfig:
     scaling: str = checked("rms_forces", choices=("rms_forces", "none"))
     # fine-tune: a mace-torch .model file (a pickle: trusted files only) or a potential dir
     init_from: str | None = None
+    # a residual (delta) model: a frozen potential (directory or shipped name, e.g. the xTB foundation) whose committee
+    # mean the new model adds to; the new model (`model`, from scratch) trains on the labels minus the base's
+    # predictions, E0s and scale from those residuals; the saved potential is the sum, pinned to the base's weights
+    base: str | None = None
     plots: bool = True
     progress: bool = True
 
@@ -146,6 +150,9 @@ def _check(c: TrainConfig, where: str) -> None:
         raise MLFFError(f"{where}: e0s: shift moves the E0s of the model being fine-tuned: it needs init_from")
     if not c.model and c.init_from is None:
         raise MLFFError(f"{where}: give 'model' (MACE hyperparameters) or 'init_from' (a model to fine-tune)")
+    if c.base is not None and (c.init_from is not None or c.data.heads is not None):
+        raise MLFFError(f"{where}: base (a residual model on a frozen potential) trains a new model from scratch: it "
+                        "cannot be combined with init_from or data.heads")
     if c.model and c.init_from is None:
         from mlff.models.config import model_config
 

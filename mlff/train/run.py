@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,6 +291,12 @@ def _train_locked(config: TrainConfig, dist: Dist, resume: bool, on_step, run_di
     dist.barrier()
     records = load_records(config.data)
     _check_data(run_dir, records, resume, dist)
+    base, totals = None, records
+    if config.base is not None:  # a residual model: train on what the frozen base leaves
+        from mlff.models.store import load_potential
+
+        base = load_potential(config.base, device=dist.device, dtype=config.dtype)
+        records = residual_records(records, base, config.valid_batch_size)
     initial = load_initial(config.init_from) if config.init_from else None
     cfg = _model_setup(config, records, initial)
     graphs = build_graphs(records.atoms, cfg.r_max, device=dist.device, dtype=_dtype(config.dtype))
@@ -314,20 +321,56 @@ def _train_locked(config: TrainConfig, dist: Dist, resume: bool, on_step, run_di
         trained.append(potential.members[0])
     if len(chosen) < config.committee:
         return TrainResult("done", run_dir)  # the potential is written once all members are trained
-    potential = Potential(cfg, trained, {"origin": _origin(config)})
+    potential = Potential(cfg, trained, {"origin": _origin(config)}, base=base, base_source=config.base)
     if config.data.heads is not None:
         potential.head = cfg.heads[-1]
     if not dist.main:
         return TrainResult("done", run_dir)
     from mlff.train.report import write_outputs
 
+    if base is not None:  # the metrics and the card: the sum against the labels themselves
+        records = totals
+        graphs = build_graphs(records.atoms, potential.cutoff, device=dist.device, dtype=_dtype(config.dtype))
+
     potential_dir, metrics = write_outputs(potential, graphs, records, config, run_dir)
     return TrainResult("done", run_dir, potential_dir, metrics)
+
+
+def residual_records(records: Records, base: Potential, batch_size: int = 16) -> Records:
+    """``records`` with every label replaced by what ``base`` (its committee mean) leaves: E - E_base,
+    F - F_base (and stress - stress_base where there is one): the targets of a residual model."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from mlff.models.graph import batch_atoms
+
+    atoms = []
+    for start in range(0, len(records.atoms), batch_size):
+        chunk = records.atoms[start:start + batch_size]
+        stress = any(a.calc.results.get("stress") is not None for a in chunk)
+        out = base.evaluate(batch_atoms(chunk, base.cutoff, device=base.device, dtype=base.dtype), forces=True,
+                            stress=stress)
+        offset = 0
+        for k, a in enumerate(chunk):
+            n, results = len(a), dict(a.calc.results)
+            copy = a.copy()
+            results["energy"] = results["energy"] - float(out["energy"][k])
+            results["forces"] = results["forces"] - out["forces"][offset:offset + n].double().cpu().numpy()
+            if results.get("stress") is not None:
+                from ase.stress import full_3x3_to_voigt_6_stress
+
+                results["stress"] = results["stress"] - full_3x3_to_voigt_6_stress(
+                    out["stress"][k].double().cpu().numpy())
+            copy.calc = SinglePointCalculator(copy, **{key: v for key, v in results.items() if v is not None})
+            atoms.append(copy)
+            offset += n
+    return dataclasses.replace(records, atoms=atoms)
 
 
 def _origin(config: TrainConfig) -> str:
     what = f"committee of {config.committee}" if config.committee > 1 else "single model"
     start = f"fine-tuned from {config.init_from}" if config.init_from else "trained from scratch"
+    if config.base:
+        start += f", a residual model on the frozen base {config.base}"
     if config.init_from and Path(config.init_from).is_dir():  # the path may later hold other weights: pin these
         from mlff.models.store import weights_pins
 

@@ -146,8 +146,10 @@ def test_cv_leaves_every_training_label_out_once_and_never_reads_the_heldout_sca
     best = finetune.choose(heavy)
     assert f"choice: xtb x1, max_epochs 1, energy weight {best['energy_weight']:g} (" in printed
     # committees and starts are candidates too: members bootstrapped, scored by their mean, spreads calibrated
-    both = finetune.cv(out, epochs=[1], folds=2, starts=["xtb", "scratch"], committees=[2])
-    assert [(s["start"], s["committee"]) for s in both] == [("xtb", 2), ("scratch", 2)]
+    both = finetune.cv(out, epochs=[1], folds=2, starts=["xtb", "scratch", "delta"], committees=[2])
+    assert [(s["start"], s["committee"]) for s in both] == [("xtb", 2), ("scratch", 2), ("delta", 2)]
+    delta = json.loads((out / f"cv_e0001_w{w0:g}_delta_c2_f0" / "config.json").read_text())["config"]
+    assert delta["base"].endswith("fdh-cluster-small-xtb") and set(delta["e0s"].values()) == {0.0}
     assert all(s["folds"] == 2 and s["spread_slope"] > 0 for s in both)
     scratch = json.loads((out / f"cv_e0001_w{w0:g}_scratch_c2_f1" / "config.json").read_text())["config"]
     assert scratch["committee"] == 2 and scratch["bootstrap"] and scratch.get("init_from") is None
