@@ -63,6 +63,7 @@ def trajectory_frames(path: Path, structure, skip: int, source: str) -> tuple[li
     import h5py
 
     from mlff.data.cluster import reaction_coordinate
+    from mlff.data.recipe import region_of
     from mlff.geometry import geometry_problem
     from mlff.md.h5md import read_h5md
 
@@ -79,8 +80,9 @@ def trajectory_frames(path: Path, structure, skip: int, source: str) -> tuple[li
             atoms.positions = frame.positions
             atoms.info = {k: v for k, v in structure.info.items() if k not in ("xi", "source", "tags")}
             atoms.info["source"] = f"{source} {group} step {int(frame.info['step'])}"
-            if "xi_atoms" in atoms.info:
+            if "xi_atoms" in atoms.info:  # and the region tag by xi, as the datasets it joins carry
                 atoms.info["xi"] = reaction_coordinate(atoms)
+                atoms.info["tags"] = [region_of(atoms.info["xi"])]
             frames.append(atoms)
     return frames, rejected
 

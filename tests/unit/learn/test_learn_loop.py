@@ -42,6 +42,7 @@ def test_end_to_end_two_iterations_with_xtb_as_the_oracle(reference):
     infos = labels.infos()
     assert [i["learn_iteration"] for i in infos] == [0, 0, 0, 1, 1, 1]
     assert {i["provenance"]["method"] for i in infos} == {"GFN2-xTB"}  # labelled by the oracle
+    assert all(i["tags"] == [("reactant" if i["xi"] < -0.3 else "product" if i["xi"] > 0.3 else "ts")] for i in infos)
     for k in (0, 1):
         state = _state(out, k)
         assert state["done"] == list(STAGES)
