@@ -25,7 +25,7 @@ from mlff.bias.umbrella import run_umbrella
 from mlff.config import load_yaml
 from mlff.data import Dataset
 from mlff.data.workers import label_with_workers
-from mlff.errors import MLFFError
+from mlff.errors import MLFFError, script_exit
 from mlff.bias.io import read_biased_run
 from mlff.fes.analysis import analyse, run_fes
 from mlff.fes.check import endpoint_barrier, pick_frames, regions_from_fes, write_single_points
@@ -139,17 +139,16 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, help="umbrella steps per window (a rehearsal; a tenth equilibrates)")
     p.add_argument("--resume", action="store_true", help="continue the umbrella run from its checkpoint")
     args = p.parse_args(argv)
-    try:
-        config = load(args.config, args.out, args.steps)
-        out = Path(config["umbrella"]["out"])
-        for stage in STAGES if args.stage == "all" else (args.stage,):
-            print(f"fdh_barrier: {stage}", file=sys.stderr, flush=True)
-            {"umbrella": lambda: umbrella(config, out, args.resume), "fes": lambda: fes(config, out),
-             "check": lambda: check(config, out), "report": lambda: report(config, out)}[stage]()
-    except MLFFError as err:
-        print(f"fdh_barrier: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return script_exit("fdh_barrier", run, args)
+
+
+def run(args) -> None:
+    config = load(args.config, args.out, args.steps)
+    out = Path(config["umbrella"]["out"])
+    for stage in STAGES if args.stage == "all" else (args.stage,):
+        print(f"fdh_barrier: {stage}", file=sys.stderr, flush=True)
+        {"umbrella": lambda: umbrella(config, out, args.resume), "fes": lambda: fes(config, out),
+         "check": lambda: check(config, out), "report": lambda: report(config, out)}[stage]()
 
 
 if __name__ == "__main__":
