@@ -149,10 +149,9 @@ def _done(dataset: Dataset) -> set[str]:
     return set(dataset.column("geometry_hash")) | set(dataset.column("geometry_hash", "failures"))
 
 
-def _label_into(dataset: Dataset, structures, labeler, checkpoint_every: int, progress: bool,
-                time_limit_s: float | None, others: Sequence[Dataset] = (),
-                calibration: NumericsCalibration | None = None) -> LabelSummary:
-    require = ("energy", "forces") if getattr(labeler, "forces", True) else ("energy",)
+def _plan(dataset: Dataset, structures, others: Sequence[Dataset] = ()) -> tuple[list, int]:
+    """(the structures still to label, each once; how many are done in ``dataset`` or ``others``), by the geometry
+    hash each dataset stores (float32 files hash their rounded positions)."""
     done, elsewhere = _done(dataset), [(other, _done(other)) for other in others]
     todo, seen, skipped = [], set(), 0
     for s in structures:
@@ -163,6 +162,14 @@ def _label_into(dataset: Dataset, structures, labeler, checkpoint_every: int, pr
         if key not in done and key not in seen:
             todo.append(s)
         seen.add(key)
+    return todo, skipped
+
+
+def _label_into(dataset: Dataset, structures, labeler, checkpoint_every: int, progress: bool,
+                time_limit_s: float | None, others: Sequence[Dataset] = (),
+                calibration: NumericsCalibration | None = None) -> LabelSummary:
+    require = ("energy", "forces") if getattr(labeler, "forces", True) else ("energy",)
+    todo, skipped = _plan(dataset, structures, others)
     start, software = time.perf_counter(), provenance()
     pending = {"records": [], "failures": []}
     counts = {"records": 0, "failures": 0}

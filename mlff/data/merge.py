@@ -23,7 +23,7 @@ from typing import Sequence
 
 import h5py
 
-from mlff.data.levels import check_one_level, levels_in, numerics_of
+from mlff.data.levels import check_one_level, levels_in
 from mlff.data.numerics import NumericsCalibration
 from mlff.data.records import content_hash, geometry_hash
 from mlff.data.store import TABLES, Dataset
@@ -74,7 +74,7 @@ def merge(inputs: Sequence[str | Path], output: str | Path, *, order=None, overw
         for table in TABLES:
             for atoms in ds.read(table=table):
                 if table == "records" and calibration is not None:
-                    atoms = _calibrated(atoms, calibration, f"a record of {path}")
+                    atoms = calibration.shift_if_calibrated(atoms, f"a record of {path}")
                 h, c = geometry_hash(atoms), content_hash(atoms)
                 if h in seen and seen[h][1] == c:
                     continue  # the same record twice: kept once
@@ -104,14 +104,6 @@ def merge(inputs: Sequence[str | Path], output: str | Path, *, order=None, overw
         with WriterLock(lock_path_for(output), f"dataset {output}"):
             os.replace(out.path, output)
     return {table: len(items) for table, items in tables.items()}
-
-
-def _calibrated(record, calibration: NumericsCalibration, where: str):
-    """``record`` shifted to the calibration's reference settings when it is at its calibrated settings."""
-    prov = record.info.get("provenance", {})
-    if "numerics_calibration" in prov or numerics_of(prov) != calibration.numerics:
-        return record
-    return calibration.apply(record, where)
 
 
 def _check_levels(records, allow_mixed_levels: bool) -> None:

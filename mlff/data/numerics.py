@@ -122,6 +122,13 @@ class NumericsCalibration:
             raise MLFFError(f"{where}: the calibration measured {describe_numerics(self.numerics)}, the labels are "
                             f"at {describe_numerics(numerics)}")
 
+    def shift_if_calibrated(self, record: Atoms, where: str = "record") -> Atoms:
+        """``apply`` for a record at the calibrated settings not yet shifted; any other record as it is."""
+        prov = record.info.get("provenance", {})
+        if "numerics_calibration" in prov or numerics_of(prov) != self.numerics:
+            return record
+        return self.apply(record, where)
+
     def apply(self, record: Atoms, where: str = "record") -> Atoms:
         """A copy of ``record`` (labelled at the calibrated settings) with its energy shifted to the reference
         settings; the raw energy, the shift and the calibration recorded in its provenance. Forces unchanged

@@ -20,7 +20,7 @@ import numpy as np
 from ase import Atoms
 from ase.units import Hartree
 
-from mlff.data.levels import check_one_level, effective_numerics_of, level_of, levels_in, numerics_of
+from mlff.data.levels import check_one_level, effective_numerics_of, level_of, levels_in
 from mlff.data.numerics import NumericsCalibration
 from mlff.data.records import geometry_hash, labels
 from mlff.data.store import Dataset
@@ -150,10 +150,9 @@ def import_labels(dataset: Dataset, records: Sequence[Atoms], *, note: dict | No
     for k, record in enumerate(records):
         where = f"record {k} ({record.info.get('source', '?')})"
         prov = record.info.get("provenance", {})
-        if calibration is not None and "numerics_calibration" not in prov \
-                and numerics_of(prov) == calibration.numerics:
-            record = calibration.apply(record, where)
-            prov = record.info["provenance"]
+        if calibration is not None:
+            record = calibration.shift_if_calibrated(record, where)
+            prov = record.info.get("provenance", {})
         if present:
             check_one_level(present, level_of(prov), effective_numerics_of(prov), str(dataset.path), incoming=where,
                             compare_code=False)

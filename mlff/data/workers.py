@@ -28,9 +28,8 @@ from typing import Sequence
 
 from ase import Atoms
 
-from mlff.data.label import LabelSummary, _check_level, _done
+from mlff.data.label import LabelSummary, _check_level, _plan
 from mlff.data.labelers import make_labeler
-from mlff.data.records import geometry_hash
 from mlff.data.store import Dataset
 from mlff.errors import MLFFError
 from mlff.lock import WriterLock, lock_path_for
@@ -50,16 +49,14 @@ def _collect(dataset: Dataset, parts: Path, structures: Sequence[Atoms]) -> dict
     """Append the workers' records and failures not yet in ``dataset``, in the order of ``structures``."""
     rank = {}
     for k, atoms in enumerate(structures):
-        rank.setdefault(geometry_hash(atoms), k)
-    done = _done(dataset)
-    added = {"records": 0, "failures": 0}
-    shards = sorted(parts.glob("shard-*.h5"))
-    for table in added:
-        items = [a for path in shards for a in Dataset(path).read(table=table) if geometry_hash(a) not in done]
-        items.sort(key=lambda a: rank.get(geometry_hash(a), len(rank)))
+        rank.setdefault(dataset.geometry_hash(atoms), k)
+    shards = [Dataset(path) for path in sorted(parts.glob("shard-*.h5"))]
+    added = {}
+    for table in ("records", "failures"):
+        items, _ = _plan(dataset, [a for shard in shards for a in shard.read(table=table)])
+        items.sort(key=lambda a: rank.get(dataset.geometry_hash(a), len(rank)))
         dataset.append(items, table=table, where=f"{parts} {table}", require=("energy",) if table == "records" else ())
         added[table] = len(items)
-        done.update(geometry_hash(a) for a in items)
     return added
 
 
@@ -124,16 +121,7 @@ def label_with_workers(structures: Sequence[Atoms], spec: dict, output: str | Pa
         parts = _parts(output)
         if parts.is_dir():  # a run that was killed: its labels first
             _collect(dataset, parts, structures)
-        done = _done(dataset)
-        for other in skip_in:
-            done |= _done(Dataset(other))
-        hashes = [geometry_hash(s) for s in structures]
-        todo, seen = [], set()
-        for s, h in zip(structures, hashes):
-            if h not in done and h not in seen:
-                todo.append(s)
-            seen.add(h)
-        skipped = sum(h in done for h in hashes)
+        todo, skipped = _plan(dataset, structures, [Dataset(other) for other in skip_in])
         if not todo:
             shutil.rmtree(parts, ignore_errors=True)
             return LabelSummary(0, 0, skipped, len(dataset), time.perf_counter() - start,
@@ -175,7 +163,7 @@ def label_with_workers(structures: Sequence[Atoms], spec: dict, output: str | Pa
             echo()
         codes = [p.returncode for p in procs]
         added = _collect(dataset, parts, structures)
-        left = [s for s, h in zip(todo, (geometry_hash(s) for s in todo)) if h not in _done(dataset)]
+        left, _ = _plan(dataset, todo)
         # 75: stopped resumably; -signal: the forwarded signal reached a worker before its handler was set
         failed_workers = [k for k, c in enumerate(codes) if c not in (0, 75) and not (sent and c == -sent)]
         if failed_workers:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mlff.errors import MLFFError
+from mlff.fes.levels import _kish
 
 __all__ = ["pick_frames", "regions_from_fes", "write_single_points", "endpoint_barrier"]
 
@@ -136,8 +137,7 @@ def _fep(log_w: np.ndarray, beta_delta: np.ndarray) -> tuple[float, float]:
     b = a - beta_delta
     shift = b.max()
     value = -(np.log(np.exp(b - shift).sum()) + shift - np.log(np.exp(a).sum()))
-    w = np.exp(b - shift)
-    return float(value), float(w.sum() ** 2 / (w ** 2).sum())
+    return float(value), _kish(b)
 
 
 def endpoint_barrier(run, analysis, points, regions: dict, *, n_bootstraps: int = 200, seed: int = 0) -> dict:

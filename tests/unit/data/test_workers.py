@@ -101,3 +101,11 @@ def test_sigterm_stops_the_workers_and_the_run_resumes_where_it_stopped(tmp_path
     assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
     hashes = list(Dataset(out).column("geometry_hash"))
     assert len(hashes) == len(set(hashes)) == 400 and not os.path.exists(shard.parent)
+
+
+def test_workers_skip_what_a_float32_dataset_holds(tmp_path):
+    out = tmp_path / "f32.h5"
+    Dataset.create(out, precision="float32")
+    assert label_with_workers(structures(3), EMT, out, workers=2, progress=False).labelled == 3
+    again = label_with_workers(structures(3), EMT, out, workers=2, progress=False)
+    assert again.labelled == 0 and again.skipped == 3 and Dataset(out).verify()["records"] == 3
