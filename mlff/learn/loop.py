@@ -30,6 +30,9 @@ from mlff.learn.state import STAGES, IterationState, read_json, write_dataset, w
 __all__ = ["run_learning", "labels_spent"]
 
 _RESUMABLE_KEYS = ("stop", "label", "progress", "out")  # may change on --resume
+# may change on --resume too, for the stages not yet begun: a campaign steers its exploration between iterations
+# (a stiffer umbrella spring, another per-iteration budget); a stage part-way keeps the settings it began with
+_STEERING_KEYS = ("explore", "select")
 
 
 def labels_spent(path: Path) -> int:
@@ -251,11 +254,40 @@ def _check_run(out: Path, config: LearnConfig, resume: bool) -> None:
         return
     if not path.is_file():
         raise MLFFError(f"nothing to resume in {out} (no learn.json); start the run without --resume")
-    saved = read_json(path)["config"]
-    changed = sorted(k for k in set(saved) | set(mine) if k not in _RESUMABLE_KEYS and saved.get(k) != mine.get(k))
+    record = read_json(path)
+    saved = record["config"]
+    changed = sorted(k for k in set(saved) | set(mine)
+                     if k not in _RESUMABLE_KEYS + _STEERING_KEYS and saved.get(k) != mine.get(k))
     if changed:
         raise MLFFError(f"cannot resume {out}: the config changed since the run started ({', '.join(changed)}); only "
-                        f"{', '.join(_RESUMABLE_KEYS)} may change")
+                        f"{', '.join(_RESUMABLE_KEYS + _STEERING_KEYS)} may change")
+    steered = [k for k in _STEERING_KEYS if saved.get(k) != mine.get(k)]
+    if steered:
+        record["config"] = {**saved, **{k: mine.get(k) for k in steered}}
+        record.setdefault("steering", []).append(
+            {"keys": steered, "from": _steering_point(out, steered), "before": {k: saved.get(k) for k in steered}})
+        write_json(path, record)
+
+
+def _steering_point(out: Path, keys: list[str]) -> dict:
+    """Where changed ``keys`` (stages of their own name) take effect: the first iteration whose stage has not
+    begun. A stage part-way (begun, not done) cannot change settings under its feet."""
+    iterations = sorted(int(d.name[5:]) for d in out.glob("iter_[0-9][0-9][0-9]") if (d / "state.json").is_file())
+    if not iterations:
+        return {key: 0 for key in keys}
+    last = iterations[-1]
+    done = read_json(out / f"iter_{last:03d}" / "state.json").get("done", {})
+    point = {}
+    for key in keys:
+        if key in done:
+            point[key] = last + 1
+        elif key == "explore" and (out / f"iter_{last:03d}" / "explore").exists():
+            raise MLFFError(f"cannot change explore on resume: iteration {last}'s exploration is part-way "
+                            f"({out / f'iter_{last:03d}' / 'explore'}); resume with the settings it began with, "
+                            "and change them once it is done")
+        else:
+            point[key] = last
+    return point
 
 
 def _preflight(config: LearnConfig) -> None:

@@ -54,12 +54,43 @@ def test_resume_refuses_a_changed_config_and_a_second_run(tmp_path):
     _check_run(tmp_path, config, resume=False)
     with pytest.raises(MLFFError, match="already holds a learning run; pass --resume"):
         _check_run(tmp_path, config, resume=False)
-    changed = learn_config(learn_dict(tmp_path, SETS, select__per_iteration=5))
-    with pytest.raises(MLFFError, match=r"config changed since the run started \(select\)"):
+    changed = learn_config(learn_dict(tmp_path, SETS, retrain__replay_records=5))
+    with pytest.raises(MLFFError, match=r"config changed since the run started \(retrain\)"):
         _check_run(tmp_path, changed, resume=True)
     _check_run(tmp_path, learn_config(learn_dict(tmp_path, SETS, stop__total_labels=9)), resume=True)  # allowed
     with pytest.raises(MLFFError, match="nothing to resume"):
         _check_run(tmp_path / "other", config, resume=True)
+
+
+def test_resume_steers_explore_and_select_from_the_stages_not_yet_begun(tmp_path):
+    """A campaign may change its exploration and selection between iterations: learn.json keeps the settings in
+    force and a record of each change with the iteration it takes effect from; an exploration part-way refuses."""
+    from mlff.learn.loop import _check_run
+    from mlff.learn.state import IterationState, read_json
+
+    _check_run(tmp_path, learn_config(learn_dict(tmp_path, SETS)), resume=False)
+    state = IterationState(tmp_path, 0, "committee")
+    state.save()
+    for stage in ("explore", "select"):
+        state.mark(stage, {})
+    steered = learn_dict(tmp_path, SETS, select__per_iteration=5)
+    _check_run(tmp_path, learn_config(steered), resume=True)
+    record = read_json(tmp_path / "learn.json")
+    assert record["config"]["select"]["per_iteration"] == 5
+    (change,) = record["steering"]
+    assert change["keys"] == ["select"] and change["from"] == {"select": 1}
+    assert change["before"]["select"]["per_iteration"] != 5
+    _check_run(tmp_path, learn_config(steered), resume=True)  # the same settings again: nothing new to record
+    assert len(read_json(tmp_path / "learn.json")["steering"]) == 1
+
+    IterationState(tmp_path, 1, "committee").save()  # iteration 1 has begun its exploration
+    (tmp_path / "iter_001" / "explore").mkdir()
+    moved = learn_dict(tmp_path, SETS, select__per_iteration=5, explore__skip_frames=3)
+    with pytest.raises(MLFFError, match="exploration is part-way"):
+        _check_run(tmp_path, learn_config(moved), resume=True)
+    (tmp_path / "iter_001" / "explore").rmdir()
+    _check_run(tmp_path, learn_config(moved), resume=True)
+    assert read_json(tmp_path / "learn.json")["steering"][-1]["from"] == {"explore": 1}
 
 
 @pytest.mark.parametrize("name, barrier_tol", [("fdh_learn_xtb.yaml", 0.5), ("fdh_learn_dft.yaml", None)])
