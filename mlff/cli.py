@@ -50,7 +50,20 @@ def _train(args) -> int:
     from mlff.train import load_train_config, train
 
     members = None if args.member is None else [args.member]
-    result = train(load_train_config(args.config, out=args.out), resume=args.resume, members=members)
+    config = load_train_config(args.config, out=args.out)
+    resume, on_step = args.resume, None
+    if args.pack and args.carry is None:
+        raise MLFFError("--pack writes the state to the file named by --carry BUNDLE; give it")
+    if args.carry is not None:
+        resume, on_step = _carry(args, config)
+        if on_step is None:
+            return 0
+    result = train(config, resume=resume, members=members, on_step=on_step)
+    if args.carry is not None:
+        from mlff.train.carry import pack_run
+
+        pack_run(result.run_dir, args.carry)
+        print(f"mlff: training state carried in {args.carry}", file=sys.stderr)
     if result.status == "stopped":
         member = "" if args.member is None else f" --member {args.member}"
         print(f"mlff: stopped on a signal; checkpoint written in {result.run_dir}: continue with "
@@ -62,6 +75,36 @@ def _train(args) -> int:
     if result.potential_dir is not None:
         print(f"trained potential written to {result.potential_dir}; metrics in {result.run_dir / 'metrics.json'}")
     return 0
+
+
+def _carry(args, config):
+    """``--carry BUNDLE``: restore the run from BUNDLE when its directory holds none, and pack it back every
+    ``--carry-every-min`` minutes (at a finished checkpoint), on a stop and at the end. With ``--pack``: pack
+    now and return no step hook (nothing to train)."""
+    import time
+    from pathlib import Path
+
+    from mlff.train.carry import pack_run, unpack_run
+
+    run_dir, bundle = Path(config.out), Path(args.carry)
+    if args.pack:
+        manifest = pack_run(run_dir, bundle)
+        print(f"mlff: {run_dir} packed into {bundle} ({bundle.stat().st_size / 1e6:.2f} MB): "
+              + ", ".join(f"{m} epoch {p.get('epoch')}" for m, p in manifest["members"].items()))
+        return False, None
+    resume = args.resume
+    if not (run_dir / "config.json").is_file() and bundle.is_file():
+        manifest = unpack_run(bundle, run_dir)
+        print(f"mlff: training state restored from {bundle} into {run_dir}: "
+              + ", ".join(f"{m} epoch {p.get('epoch')}" for m, p in manifest["members"].items()), file=sys.stderr)
+        resume = True
+    every_s, last = 60.0 * args.carry_every_min, [time.monotonic()]
+
+    def on_step(trainer):
+        if time.monotonic() - last[0] >= every_s and trainer.checkpoint_path.is_file():
+            last[0] = time.monotonic()
+            pack_run(run_dir, bundle)
+    return resume, on_step
 
 
 def _info(args) -> None:
@@ -125,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run directory (overrides 'out' in the config)")
     train.add_argument("--member", type=int, help="train only this committee member (0-based; e.g. one per array "
                        "task); a later `--resume` run writes the potential once every member is done")
+    train.add_argument("--carry", metavar="BUNDLE", help="carry the run's resumable state in one small file "
+                       "(.tar.gz) across sessions or machines: restored into the run directory when that holds no "
+                       "run, packed back periodically, on a stop and at the end")
+    train.add_argument("--carry-every-min", type=float, default=15.0, help="with --carry: minutes between packs "
+                       "(default 15)")
+    train.add_argument("--pack", action="store_true", help="with --carry: pack the run directory's state now and exit")
     train.set_defaults(run=_train)
     potential = commands.add_parser("potential", help="build, inspect and export potentials")
     sub = potential.add_subparsers(dest="action", required=True)
