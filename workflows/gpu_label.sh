@@ -74,7 +74,8 @@ KEEP=/tmp/gpu_label_keep           # survives between calls while the node stays
 if [ "$SMOKE" = 0 ] && [ -f "$KEEP/$NAME" ] && [ ! -f "$OUTDIR/$NAME" ]; then
   cp "$KEEP/$NAME" "$OUTDIR/$NAME" && say "resuming from the $(basename "$NAME") of the previous call on this node"
 fi
-LIMIT=$("$PY" -c "print(int(float('$MINUTES') * 60 + 90))")
+LIMIT=$("$PY" -c 'import sys; print(int(float(sys.argv[1]) * 60 + 90))' "$MINUTES" 2>/dev/null) \
+  || { say "gpu_label.sh: --minutes $MINUTES is not a number"; exit 2; }   # an argument, never Python text
 say "== label $QUEUE -> $OUTDIR/$NAME, backend $BACKEND, --minutes $MINUTES (hard limit ${LIMIT}s) ${EXTRA[*]}"
 start=$(date +%s)
 timeout --signal=TERM --kill-after=10 "$LIMIT" "$PY" -m mlff.cli data label "$QUEUE" "$OUTDIR/$NAME" \

@@ -18,7 +18,7 @@ from typing import Callable
 from mlff.config import from_dict, load_yaml
 from mlff.errors import MLFFError
 from mlff.hpc.profile import SiteProfile
-from mlff.hpc.script import Job
+from mlff.hpc.script import TASK_ID, Job
 
 __all__ = ["KINDS", "PLANNED", "Plan", "LabelJobConfig", "plan", "single_job"]
 
@@ -89,7 +89,7 @@ def _plan_train(config: str, profile: SiteProfile, options: Options) -> Plan:
     if not options.committee_array or cfg.committee == 1:
         job = Job(name="train", command=["train", _abs(config)], resume=options.resume, **common)
         return Plan(Path(options.run_dir or out), [job])
-    members = Job(name="train-members", command=["train", _abs(config), "--member", '"${SLURM_ARRAY_TASK_ID}"'],
+    members = Job(name="train-members", command=["train", _abs(config), "--member", TASK_ID],
                   array=cfg.committee, **{**common, "resume_marker": None})
     assemble = Job(name="train", command=["train", _abs(config), "--resume"], after=["train-members"],
                    **{**common, "resume_marker": None, "torchrun": False, "nodes": 1, "procs_per_node": 1})
@@ -166,10 +166,10 @@ def _plan_label(config: str, profile: SiteProfile, options: Options) -> Plan:
     continued = [out] if Path(out).exists() else []
     done = _already_labelled(out, pool, structures) if continued else set()
     shards = [str(run_dir / "shards" / f"shard-{k}-of-{cfg.shards}.h5") for k in range(cfg.shards)]
-    task_out = f'"{run_dir}/shards/shard-${{SLURM_ARRAY_TASK_ID}}-of-{cfg.shards}.h5"'
+    task_out = (f"{run_dir}/shards/shard-", TASK_ID, f"-of-{cfg.shards}.h5")  # one word: shards[TASK_ID]
     totals = [len(set(range(k, total, cfg.shards)) - done) for k in range(cfg.shards)]
     label = Job(name="label", kind="label", array=cfg.shards, run_dir=str(run_dir), gpus=profile.gpus_per_task,
-                command=base[:3] + [task_out] + base[3:] + ["--shard", f'"${{SLURM_ARRAY_TASK_ID}}/{cfg.shards}"']
+                command=base[:3] + [task_out] + base[3:] + ["--shard", (TASK_ID, f"/{cfg.shards}")]
                 + [arg for path in continued for arg in ("--skip-labelled-in", path)],
                 progress={"datasets": shards, "totals": totals})
     merge = Job(name="merge", kind="merge", after=["label"], run_dir=str(run_dir),

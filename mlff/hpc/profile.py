@@ -10,11 +10,17 @@ options of ``mlff slurm``); unknown keys are refused by name. Example (Gefion-li
     cpus_per_task: 16
     modules: [cuda/12.4]
     venv: /work/me/mlff/.venv
+
+Paths and arguments are quoted in the scripts, never expanded by the batch shell: ``mlff`` and ``torchrun`` are
+commands split into words as a shell splits them (quote a path with blanks), each word then quoted, so a
+variable or ``~`` in them is not expanded; shell text that should run (exports, ``conda activate``) goes in
+``setup``, whose lines are written verbatim. ``sbatch`` options are written verbatim too, one #SBATCH line each.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +29,7 @@ import yaml
 from mlff.config import from_dict, load_yaml
 from mlff.errors import MLFFError
 
-__all__ = ["SiteProfile", "load_profile", "parse_time_s"]
+__all__ = ["SiteProfile", "command_words", "load_profile", "parse_time_s"]
 
 @dataclass
 class SiteProfile:
@@ -42,8 +48,8 @@ class SiteProfile:
     modules: list | str = field(default_factory=list)  # `module load` each, in order (one string: one module)
     venv: str | None = None  # a virtual environment to activate (its bin/activate)
     setup: list | str = field(default_factory=list)  # extra shell lines run before the program (exports, conda, ...)
-    mlff: str = "mlff"  # the command that runs mlff (e.g. "python -m mlff.cli")
-    torchrun: str = "torchrun"  # the torchrun command (e.g. "python -m torch.distributed.run")
+    mlff: str = "mlff"  # the command that runs mlff (e.g. "python -m mlff.cli"): words, not expanded (see below)
+    torchrun: str = "torchrun"  # the torchrun command (e.g. "python -m torch.distributed.run"), as mlff
     signal_s: int = 300  # USR1 this many seconds before the time limit: checkpoint, exit 75, requeue
     max_requeues: int = 100  # an attempt beyond this many requeues is not requeued again (a safety stop)
     rdzv_port: int = 29500  # torchrun's rendezvous port on the first node of a multi-node job
@@ -61,6 +67,8 @@ class SiteProfile:
             raise MLFFError(f"profile: signal_s ({self.signal_s} s) must be shorter than the time limit {self.time}")
         if self.procs_per_node is not None and (not isinstance(self.procs_per_node, int) or self.procs_per_node < 1):
             raise MLFFError(f"profile: procs_per_node must be a positive integer, got {self.procs_per_node!r}")
+        for name in ("mlff", "torchrun"):
+            command_words(name, getattr(self, name))
         for name in ("modules", "setup", "sbatch"):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -78,6 +86,17 @@ class SiteProfile:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def command_words(name: str, value) -> list[str]:
+    """The words of the profile's command ``name`` (``mlff``, ``torchrun``), split as a shell splits them."""
+    try:
+        words = shlex.split(value) if isinstance(value, str) else []
+    except ValueError as err:  # an unclosed quote
+        raise MLFFError(f"profile: {name} {value!r} is not a command: {err}") from None
+    if not words:
+        raise MLFFError(f"profile: {name} must be a command (words; quote a path with blanks), got {value!r}")
+    return words
 
 
 def parse_time_s(text) -> int:

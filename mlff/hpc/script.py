@@ -13,17 +13,57 @@ trap forwards the signal; the program writes a checkpoint and exits 75; the scri
 next attempt (``SLURM_RESTART_COUNT`` > 0) adds ``--resume`` when the run's checkpoint exists. Exit 0 or
 any other code ends the job for good, and so does a stop after SIGTERM (``scancel`` sends it to every process
 of the job, so does the hard time limit): the checkpoint is written, but a cancelled job stays cancelled.
+
+Paths are data, never shell text: every path and argument is quoted (``shlex.quote``); the one part of a command
+the shell expands is a ``Var`` (the array task's index), marked by its type. #SBATCH values are written for
+sbatch's own parser (blanks and quotes inside double quotes, a literal % of an --output pattern as %%), and what
+that parser cannot carry (a control character such as a newline, a double quote, a backslash) is refused.
 """
 
 from __future__ import annotations
 
 import datetime
+import re
 import shlex
 from dataclasses import dataclass, field
 
-from mlff.hpc.profile import SiteProfile
+from mlff.errors import MLFFError
+from mlff.hpc.profile import SiteProfile, command_words
 
-__all__ = ["Job", "render_script", "log_pattern"]
+__all__ = ["TASK_ID", "Job", "Var", "expand_word", "log_pattern", "render_script", "shell_word"]
+
+
+@dataclass(frozen=True)
+class Var:
+    """A variable of the batch shell inside a command word (the array task's index): the only text of a
+    job's command that the shell expands; every other character is quoted (``shell_word``)."""
+    name: str
+
+    def __post_init__(self):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.name):
+            raise ValueError(f"not a shell variable name: {self.name!r}")
+
+
+TASK_ID = Var("SLURM_ARRAY_TASK_ID")
+
+
+def _parts(word) -> tuple:
+    """A command word as its parts: a str (literal text), a Var, or a tuple of both joined into one word."""
+    parts = word if isinstance(word, tuple) else (word,)
+    if not parts or not all(isinstance(p, (str, Var)) for p in parts):
+        raise TypeError(f"a command word is a str, a Var or a tuple of them, got {word!r}")
+    return parts
+
+
+def shell_word(word) -> str:
+    """``word`` as one shell word: literal text quoted (``shlex.quote``), each Var as ``"${NAME}"``."""
+    return "".join(f'"${{{p.name}}}"' if isinstance(p, Var) else shlex.quote(p) for p in _parts(word))
+
+
+def expand_word(word, env: dict | None = None) -> str:
+    """The text the batch shell makes of ``word`` with the variables in ``env`` (others shown as ``${NAME}``)."""
+    env = env or {}
+    return "".join(env.get(p.name, f"${{{p.name}}}") if isinstance(p, Var) else p for p in _parts(word))
 
 
 @dataclass
@@ -31,7 +71,7 @@ class Job:
     """One sbatch job of a submitted graph."""
     name: str  # unique in the graph (file names, dependencies)
     kind: str  # md | label | merge | train | ... (what ``mlff slurm status`` reads for progress)
-    command: list  # the program and its arguments; "$SLURM_ARRAY_TASK_ID" is expanded by the shell
+    command: list  # mlff's arguments, words: str (passed as is), Var, or a tuple of them joined (see shell_word)
     run_dir: str  # where this job's run lives (its outputs)
     resume_marker: str | None = None  # on a restart, pass --resume when this path exists
     resume: bool = False  # pass --resume on the first attempt too (continue an existing run)
@@ -47,34 +87,67 @@ class Job:
     def to_dict(self) -> dict:
         from dataclasses import asdict
 
-        return asdict(self)
+        return {**asdict(self), "command": [expand_word(w) for w in self.command]}
 
 
 def log_pattern(job: Job, logs_dir: str) -> str:
     """The job's --output pattern: one file per job (per array task), appended across requeues."""
-    return f"{logs_dir}/{job.name}-%A_%a.out" if job.array else f"{logs_dir}/{job.name}-%j.out"
+    logs = logs_dir.replace("%", "%%")  # sbatch's filename pattern: a literal % is %%
+    return f"{logs}/{job.name}-%A_%a.out" if job.array else f"{logs}/{job.name}-%j.out"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BARE = re.compile(r"[A-Za-z0-9_@%+=:,./-]*")
+
+
+def _no_control(text: str, what: str) -> str:
+    bad = _CONTROL.search(text)
+    if bad:
+        raise MLFFError(f"{what}: {text!r} holds the control character {bad.group()!r}; an sbatch script cannot "
+                        "carry it (a newline would end the #SBATCH block)")
+    return text
+
+
+def _directive(option: str, value) -> str:
+    """``--option=value`` for an #SBATCH line. sbatch splits the line at blanks, groups quoted text and drops
+    backslashes (src/sbatch/opt.c, _get_argument); nothing is expanded. So a value with a blank, a quote or a
+    ``#`` is written in double quotes, and what cannot be (a control character, a double quote, a backslash)
+    is refused."""
+    text = _no_control(str(value), f"#SBATCH --{option}")
+    bad = re.search(r'["\\]', text)
+    if bad:
+        raise MLFFError(f"#SBATCH --{option}: {text!r} holds {bad.group()!r}, which an sbatch directive cannot "
+                        "carry; use a path without double quotes or backslashes")
+    return f"--{option}={text}" if _BARE.fullmatch(text) else f'--{option}="{text}"'
+
+
+def _comment(text: str) -> str:
+    """``text`` for a comment line of the script: control characters written as escapes (a newline would end
+    the comment and run the rest)."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def _header(job: Job, profile: SiteProfile, logs_dir: str, workdir: str) -> list[str]:
     p = profile
-    lines = [f"--job-name=mlff-{job.name}", f"--output={log_pattern(job, logs_dir)}", "--open-mode=append",
-             "--requeue", f"--signal=B:USR1@{p.signal_s}", f"--time={p.time}", f"--chdir={workdir}",
-             f"--nodes={job.nodes}"]
+    options = [("job-name", f"mlff-{job.name}"), ("output", log_pattern(job, logs_dir)), ("open-mode", "append"),
+               ("requeue", None), ("signal", f"B:USR1@{p.signal_s}"), ("time", p.time), ("chdir", workdir),
+               ("nodes", job.nodes)]
     if job.torchrun:
-        lines += ["--ntasks-per-node=1", f"--cpus-per-task={max(p.cpus_per_task, job.procs_per_node)}"]
+        options += [("ntasks-per-node", 1), ("cpus-per-task", max(p.cpus_per_task, job.procs_per_node))]
     else:
-        lines += ["--ntasks=1", f"--cpus-per-task={p.cpus_per_task}"]
+        options += [("ntasks", 1), ("cpus-per-task", p.cpus_per_task)]
     if job.gpus:
-        lines.append(f"--gpus-per-node={job.gpus}")
+        options.append(("gpus-per-node", job.gpus))
     if job.array:
-        lines.append(f"--array=0-{job.array - 1}")
+        options.append(("array", f"0-{job.array - 1}"))
     for key, value in (("partition", p.partition), ("account", p.account), ("qos", p.qos), ("mem", p.mem),
                        ("constraint", p.constraint)):
         if value:
-            lines.append(f"--{key}={value}")
+            options.append((key, value))
     if p.exclusive and job.torchrun:
-        lines.append("--exclusive")
-    lines += list(p.sbatch)
+        options.append(("exclusive", None))
+    lines = [f"--{key}" if value is None else _directive(key, value) for key, value in options]
+    lines += [_no_control(extra, "profile sbatch option") for extra in p.sbatch]  # verbatim, one line each
     return [f"#SBATCH {line}" for line in lines]
 
 
@@ -87,20 +160,27 @@ def _environment(profile: SiteProfile) -> list[str]:
     return lines
 
 
-def _program(job: Job, profile: SiteProfile) -> tuple[list[str], str]:
+def _command(profile: SiteProfile, name: str) -> str:
+    """The profile's command ``name`` (``mlff``, ``torchrun``) as shell text: each of its words quoted."""
+    return " ".join(shlex.quote(w) for w in command_words(name, getattr(profile, name)))
+
+
+def _program(job: Job, profile: SiteProfile, logs_dir: str) -> tuple[list[str], str]:
     """Shell lines before the launch, and the launch line (without the trailing &)."""
-    args = " ".join(a if a.startswith('"') else shlex.quote(a) for a in job.command)  # '"...': shell words
-    mlff = profile.mlff
+    args = " ".join(shell_word(w) for w in job.command)
+    mlff = _command(profile, "mlff")
     if not job.torchrun:  # started with the stop signals ignored: they are resent until its handler is in
         return [], f"(trap '' USR1 TERM; exec {mlff} {args} $resume)"
     world = job.nodes * job.procs_per_node
-    pre = ['export MLFF_EXIT_STATUS="{logs}/exit-$SLURM_JOB_ID-${SLURM_RESTART_COUNT:-0}"', f"world={world}"]
+    pre = [f'export MLFF_EXIT_STATUS={shlex.quote(logs_dir)}/"exit-$SLURM_JOB_ID-${{SLURM_RESTART_COUNT:-0}}"',
+           f"world={world}"]
     # one node: torchrun's store takes a free port (two jobs sharing a node never collide); more: the head's port
     endpoint = "localhost:0"
     if job.nodes > 1:
         pre.insert(0, 'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)')
         endpoint = f"$head:{profile.rdzv_port}"
-    launch = (f"srun --ntasks-per-node=1 --kill-on-bad-exit=1 {profile.torchrun} --nnodes=\"$SLURM_NNODES\" "
+    torchrun = _command(profile, "torchrun")
+    launch = (f"srun --ntasks-per-node=1 --kill-on-bad-exit=1 {torchrun} --nnodes=\"$SLURM_NNODES\" "
               f"--nproc-per-node={job.procs_per_node} --rdzv-backend=c10d "
               f"--rdzv-endpoint=\"{endpoint}\" --rdzv-id=\"$SLURM_JOB_ID\" "
               f"--no-python {mlff} {args} $resume")
@@ -188,27 +268,28 @@ fi"""
 
 
 def render_script(job: Job, profile: SiteProfile, *, logs_dir: str, workdir: str, graph: str) -> str:
-    """The text of ``job``'s sbatch script."""
+    """The text of ``job``'s sbatch script. Every path and argument in it is quoted: only the script's own
+    variables are expanded by the shell."""
     import mlff
 
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     deps = f"; after (afterok): {', '.join(job.after)}" if job.after else ""
-    pre, launch = _program(job, profile)
-    body = _RUNNER
-    for key, value in {"first_resume": "--resume" if job.resume else "",
-                       "restart_resume": (f'if [ "${{SLURM_RESTART_COUNT:-0}}" -gt 0 ] && [ -e {shlex.quote(job.resume_marker)} ]; '
-                                          'then resume="--resume"; fi') if job.resume_marker else "",
-                       "pre": "\n".join(pre).replace("{logs}", logs_dir), "launch": launch,
-                       "exit_files": _EXIT_FILES if job.torchrun else "",
-                       "max_requeues": str(profile.max_requeues)}.items():
-        body = body.replace("{" + key + "}", value)
+    pre, launch = _program(job, profile, logs_dir)
+    marker = shlex.quote(job.resume_marker) if job.resume_marker else ""
+    values = {"first_resume": "--resume" if job.resume else "",
+              "restart_resume": (f'if [ "${{SLURM_RESTART_COUNT:-0}}" -gt 0 ] && [ -e {marker} ]; '
+                                 'then resume="--resume"; fi') if marker else "",
+              "pre": "\n".join(pre), "launch": launch, "exit_files": _EXIT_FILES if job.torchrun else "",
+              "max_requeues": str(profile.max_requeues)}
+    # one pass: text put in (paths) is never searched for another placeholder
+    body = re.sub(r"\{(" + "|".join(values) + r")\}", lambda m: values[m.group(1)], _RUNNER)
     if job.torchrun:  # the stop request goes by file (see mlff.signals), set before any trap can fire
-        resend = (f'resend=0\nvia_file=1\nexport MLFF_STOP_FILE="{logs_dir}/stop-$SLURM_JOB_ID"\n'
+        resend = (f'resend=0\nvia_file=1\nexport MLFF_STOP_FILE={shlex.quote(logs_dir)}/"stop-$SLURM_JOB_ID"\n'
                   'rm -f "$MLFF_STOP_FILE"')
     else:
         resend = "resend=1\nvia_file=0"
     lines = ["#!/bin/bash", *_header(job, profile, logs_dir, workdir), "",
-             f"# mlff slurm: {job.kind} job {job.name!r} of {graph}{deps}",
-             f"# written {when} by mlff {getattr(mlff, '__version__', '?')}; run dir {job.run_dir}",
+             _comment(f"# mlff slurm: {job.kind} job {job.name!r} of {graph}{deps}"),
+             _comment(f"# written {when} by mlff {getattr(mlff, '__version__', '?')}; run dir {job.run_dir}"),
              "set -u", resend, _TRAPS, *_environment(profile)]
     return "\n".join(lines) + "\n" + body

@@ -306,6 +306,30 @@ def test_an_array_continues_a_dataset_that_exists_and_merges_into_it(cluster, wo
     assert len(merged) == 9 and merged == serial
 
 
+def test_paths_with_blanks_and_shell_syntax_reach_sbatch_and_the_jobs_as_they_are(cluster, work, monkeypatch):
+    """Every path of a run (working directory, config, pool, dataset, logs) holds a blank, quotes, a % and shell
+    syntax: sbatch takes the scripts, the array tasks and their merge run, the logs land in the run's folder, and
+    nothing in a path runs."""
+    from mlff.data import Dataset
+
+    d = work / "my runs $(touch PWNED) `touch PWNED` it's #1 50%x"
+    d.mkdir()
+    (d / "profile.yaml").write_text((work / "profile.yaml").read_text())
+    monkeypatch.chdir(d)
+    pool = write_pool(d / "pool.h5", 5)
+    submit("label", label_config(d, "labelled", pool, shards=2))
+    run_dir = d / "labelled-label"
+    label, merge = jobs_record(run_dir)["jobs"]
+    state = wait_final(cluster, merge["job_id"], run_dir=run_dir, name="merge")
+    assert state["JobState"] == "COMPLETED", log_text(run_dir, "merge", merge["job_id"])
+    logs = run_dir / "slurm" / "logs"
+    tasks = [logs / f"label-{label['job_id']}_{k}.out" for k in range(2)]
+    assert sorted(logs.glob("*.out")) == sorted([*tasks, logs / f"merge-{merge['job_id']}.out"])
+    assert all("mlff-slurm: finished" in t.read_text() for t in tasks)
+    assert len(Dataset(d / "labelled.h5")) == 5 and len(list((run_dir / "shards").glob("*.h5"))) == 2
+    assert not list(work.rglob("PWNED")), "a command in a path ran"
+
+
 def test_a_preempted_array_task_requeues_itself_and_its_shard_is_completed(cluster, work):
     from ase.cluster import Octahedron
 

@@ -14,6 +14,7 @@ from mlff.data import Dataset
 from mlff.errors import MLFFError
 from mlff.hpc.kinds import plan
 from mlff.hpc.profile import SiteProfile
+from mlff.hpc.script import expand_word
 
 VOLATILE = ("wall_s", "labelled_utc", "host")
 
@@ -42,7 +43,7 @@ def _comparable(path):
 
 def _run(job, task: int | None = None) -> None:
     """One job's mlff command as its batch script would run it (array task ``task``)."""
-    args = [a.replace("${SLURM_ARRAY_TASK_ID}", str(task)).strip('"') for a in job.command]
+    args = [expand_word(word, {"SLURM_ARRAY_TASK_ID": str(task)}) for word in job.command]
     assert main(args) == 0
 
 

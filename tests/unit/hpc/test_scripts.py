@@ -65,7 +65,7 @@ def test_training_over_nodes_is_srun_torchrun_with_the_rendezvous_from_slurm():
     assert ('srun --ntasks-per-node=1 --kill-on-bad-exit=1 torchrun --nnodes="$SLURM_NNODES" --nproc-per-node=8 '
             '--rdzv-backend=c10d --rdzv-endpoint="$head:29500" --rdzv-id="$SLURM_JOB_ID"') in text
     assert "--no-python mlff train /t.yaml $resume &" in text and "world=16" in text
-    assert 'export MLFF_STOP_FILE="/l/stop-$SLURM_JOB_ID"' in text and 'touch "$MLFF_STOP_FILE"' in text
+    assert 'export MLFF_STOP_FILE=/l/"stop-$SLURM_JOB_ID"' in text and 'touch "$MLFF_STOP_FILE"' in text
 
 
 def test_training_on_one_node_lets_torchrun_pick_a_free_rendezvous_port():
