@@ -1,0 +1,166 @@
+"""Path-integral MD step functions against exact answers: the normal-mode transform, the free ring polymer,
+P = 1 as classical BAOAB, and a harmonic oscillator whose bead distribution is known exactly at every P and
+converges to the quantum result as P grows."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+
+from mlff.md.integrators import compute_forces, langevin_step
+from mlff.md.pimd import (
+    HBAR_EV_FS,
+    from_normal_modes,
+    harmonic_bead_variance,
+    normal_modes,
+    pimd_step,
+    ring_polymer,
+    ring_polymer_observables,
+)
+from mlff.md.state import KB_EV_PER_K, KINETIC, state_from_atoms
+
+H_MASS = 1.008
+
+
+class Harmonic:
+    """V = m omega^2 |x|^2 / 2 per atom (an isotropic well at the origin), omega in 1/fs."""
+
+    def __init__(self, omega_per_fs: float):
+        self.omega = omega_per_fs
+
+    def __call__(self, state):
+        k = (state.masses * self.omega ** 2 * KINETIC).unsqueeze(-1)  # eV/Å^2
+        per_atom = 0.5 * (k * state.positions ** 2).sum(-1)
+        energy = torch.zeros(state.n_systems, dtype=state.dtype).index_add_(0, state.system_idx, per_atom)
+        return {"energy": energy, "forces": -k * state.positions}
+
+
+def _state(systems: int, atoms: int = 1, temperature_K: float = 300.0, seed: int = 0, spread: float = 0.0):
+    rng = np.random.default_rng(seed)
+    structures = [Atoms("H" * atoms, positions=rng.normal(0.0, spread, (atoms, 3)) if spread else np.zeros((atoms, 3)))
+                  for _ in range(systems)]
+    return state_from_atoms(structures, temperature_K=temperature_K, seed=seed)
+
+
+@pytest.mark.parametrize("beads", [1, 2, 5, 8])
+def test_the_normal_mode_transform_is_orthogonal_and_its_frequencies_are_the_ring_polymers(beads):
+    rp = ring_polymer(beads, torch.full((3,), 300.0, dtype=torch.float64))
+    c = rp.transform
+    torch.testing.assert_close(c.T @ c, torch.eye(beads, dtype=torch.float64), atol=1e-12, rtol=0)
+    # the spring matrix (2 on the diagonal, -1 to each neighbour on the ring) is diagonal in the modes
+    ring = 2.0 * torch.eye(beads, dtype=torch.float64)
+    for j in range(beads):
+        ring[j, (j + 1) % beads] -= 1.0
+        ring[j, (j - 1) % beads] -= 1.0
+    if beads == 1:
+        ring.zero_()
+    omega_p = beads * KB_EV_PER_K * 300.0 / HBAR_EV_FS
+    torch.testing.assert_close(c.T @ ring @ c * omega_p ** 2, torch.diag(rp.omega[0] ** 2), atol=1e-12, rtol=0)
+    x = torch.randn(3 * beads * 4, 3, dtype=torch.float64)
+    modes = normal_modes(x, rp)
+    torch.testing.assert_close(modes[:, 0], x.view(3, beads, 4, 3).mean(1) * math.sqrt(beads))  # the centroid
+    torch.testing.assert_close(from_normal_modes(modes, rp), x)
+
+
+def test_one_bead_is_classical_baoab_langevin():
+    model = Harmonic(0.1)
+    a, b = _state(6, atoms=2, spread=0.1, seed=3), _state(6, atoms=2, spread=0.1, seed=3)
+    for s in (a, b):
+        s.velocities.normal_(0.0, 0.01, generator=torch.Generator().manual_seed(1))
+        compute_forces(s, model)
+    rp = ring_polymer(1, a.temperature_K)
+    for _ in range(50):
+        langevin_step(a, model, dt_fs=0.5, friction_per_fs=0.02)
+        pimd_step(b, model, dt_fs=0.5, rp=rp, friction_per_fs=0.02)
+    torch.testing.assert_close(b.positions, a.positions, atol=1e-10, rtol=0)
+    torch.testing.assert_close(b.velocities, a.velocities, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("cayley", [False, True])
+def test_the_free_ring_polymer_conserves_its_energy(cayley):
+    """No thermostat (lambda = 0, no centroid friction) and no external potential: kinetic + spring energy is
+    conserved by the exact rotation to rounding, and by the Cayley step to second order in dt."""
+
+    class Free:
+        def __call__(self, state):
+            return {"energy": torch.zeros(state.n_systems, dtype=state.dtype),
+                    "forces": torch.zeros_like(state.positions)}
+
+    beads = 16
+    state = _state(2 * beads, atoms=3, spread=0.05, seed=4)
+    state.velocities.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(2))
+    rp = ring_polymer(beads, torch.full((2,), 300.0, dtype=torch.float64))
+
+    def energy():
+        kinetic = 0.5 * KINETIC * (state.masses * (state.velocities ** 2).sum(-1)).sum()
+        return float(kinetic + ring_polymer_observables(state, rp)["spring"].sum())
+
+    start = energy()
+    drift = []
+    for _ in range(200):
+        pimd_step(state, Free(), dt_fs=1.0, rp=rp, friction_per_fs=0.0, pile_lambda=0.0, cayley=cayley)
+        drift.append(abs(energy() - start) / start)
+    assert max(drift) < (1e-10 if not cayley else 0.05)
+
+
+def test_fixed_atoms_keep_every_bead_in_place():
+    beads = 4
+    state = _state(2 * beads, atoms=3, spread=0.1, seed=5)
+    state.fixed[1::3] = True  # atom 1 of every bead of every system
+    rp = ring_polymer(beads, torch.full((2,), 300.0, dtype=torch.float64))
+    model = Harmonic(0.1)
+    compute_forces(state, model)
+    start = state.positions.clone()
+    for _ in range(20):
+        pimd_step(state, model, dt_fs=0.5, rp=rp, friction_per_fs=0.05)
+    torch.testing.assert_close(state.positions[state.fixed], start[state.fixed], atol=0, rtol=0)
+    assert float(state.velocities[state.fixed].abs().max()) == 0.0
+    assert float((state.positions - start)[~state.fixed].abs().min()) > 0.0
+
+
+def test_the_exact_bead_variance_goes_from_classical_to_quantum():
+    omega, T = 0.1 / HBAR_EV_FS, 300.0  # hbar omega = 0.1 eV, beta hbar omega = 3.9: far from classical
+    kT = KB_EV_PER_K * T
+    classical = kT / (H_MASS * omega ** 2 * KINETIC)
+    quantum = HBAR_EV_FS / (2.0 * H_MASS * omega * KINETIC) / math.tanh(0.1 / (2.0 * kT))
+    assert harmonic_bead_variance(1, omega, H_MASS, T) == pytest.approx(classical, rel=1e-12)
+    errors = [abs(harmonic_bead_variance(p, omega, H_MASS, T) / quantum - 1.0) for p in (8, 16, 32)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 2e-3
+    assert errors[0] / errors[1] == pytest.approx(4.0, rel=0.1) and errors[1] / errors[2] == pytest.approx(4.0, rel=0.1)
+
+
+@pytest.mark.parametrize("beads", [1, 8])
+def test_pile_l_samples_the_exact_ring_polymer_distribution_of_a_harmonic_well(beads):
+    """128 physical systems of one H atom in a well of hbar omega = 0.1 eV at 300 K: the sampled bead <x^2>
+    matches the exact finite-P value (classical at P = 1; 2.7x larger at P = 8), the centroid-virial and the
+    primitive kinetic energies agree, and the total energy approaches hbar omega coth(beta hbar omega / 2)
+    per dimension / 2."""
+    omega, T, systems = 0.1 / HBAR_EV_FS, 300.0, 128
+    model = Harmonic(omega)
+    state = _state(systems * beads, temperature_K=T, seed=11)
+    rp = ring_polymer(beads, torch.full((systems,), T, dtype=torch.float64))
+    compute_forces(state, model)
+    x2, k_cv, k_prim, pot = [], [], [], []
+    for step in range(1600):
+        pimd_step(state, model, dt_fs=0.5, rp=rp, friction_per_fs=0.05)
+        if step >= 400 and step % 10 == 0:
+            obs = ring_polymer_observables(state, rp)
+            x2.append(float((state.positions ** 2).mean()))
+            k_cv.append(float(obs["kinetic_virial"].mean()))
+            k_prim.append(float(obs["kinetic_primitive"].mean()))
+            pot.append(float(obs["potential"].mean()))
+    exact = harmonic_bead_variance(beads, omega, H_MASS, T)
+    assert np.mean(x2) == pytest.approx(exact, rel=0.04)
+    assert np.mean(k_cv) == pytest.approx(np.mean(k_prim), rel=0.05)
+    # in a harmonic well the virial theorem holds for the estimators: <K_cv> = <V>
+    assert np.mean(k_cv) == pytest.approx(np.mean(pot), rel=0.05)
+    if beads == 8:
+        kT = KB_EV_PER_K * T
+        quantum = 3 * 0.5 * 0.1 / math.tanh(0.1 / (2.0 * kT))  # 3 dimensions, eV
+        finite_p = 3 * H_MASS * omega ** 2 * KINETIC * exact  # <K> + <V> = 2 <V> at this P
+        assert np.mean(k_cv) + np.mean(pot) == pytest.approx(finite_p, rel=0.05)
+        assert finite_p == pytest.approx(quantum, rel=0.1)
