@@ -43,10 +43,13 @@ def initial_velocities(atoms: Atoms, temperature_K: float, seed) -> None:
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
     pin_fixed_atoms(atoms)
+    free = not atoms.constraints  # the total momentum is removed: 3 degrees of freedom fewer
+    dof = 3 * int(np.count_nonzero(~fixed_mask(atoms))) - (3 if free else 0)
+    # a lone free atom has no degree of freedom left: at rest (scaling to a temperature would divide by 0)
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed),
-                                 force_temp=temperature_K > 0)
-    if not atoms.constraints:
-        Stationary(atoms)
+                                 force_temp=temperature_K > 0 and dof > 0)
+    if free:
+        Stationary(atoms, preserve_temperature=temperature_K > 0 and dof > 0)
 
 
 def _jit_mode(device: torch.device):

@@ -137,3 +137,26 @@ def test_engines_run_in_float32_without_touching_the_callers_potential(pinned, s
     engine.step()
     assert small_potential.dtype == torch.float64  # converted a copy, not the caller's
     assert torch.isfinite(engine.state.forces).all() and engine.state.step == 1
+
+
+@pytest.mark.parametrize("engine_cls", [BatchEngine, AseEngine])
+def test_a_lone_atom_starts_at_rest_and_every_other_start_at_exactly_the_temperature(pair, small_potential, engine_cls):
+    """Removing the total momentum leaves a lone free atom no degree of freedom: it starts at rest (scaling its
+    velocity to a temperature used to divide by zero and stop the run on NaN positions); two atoms and more
+    start at the temperature exactly (ASE's count, 3N) with no total momentum."""
+    from mlff.md.engines import initial_velocities
+
+    lone = pair[[0]]
+    extra = {"engine": "ase"} if engine_cls is AseEngine else {}
+    engine = engine_cls(_config(integrator="langevin", **extra), lone, small_potential)
+    engine.start()
+    for _ in range(3):
+        engine.step()
+    assert np.isfinite(engine.state.positions.numpy()).all() and np.isfinite(engine.state.velocities.numpy()).all()
+    at_rest = lone.copy()
+    initial_velocities(at_rest, 300.0, [0, 0])
+    assert np.abs(at_rest.get_velocities()).max() == 0.0
+    two = pair[[0, 1]]
+    initial_velocities(two, 300.0, [0, 0])
+    assert two.get_temperature() == pytest.approx(300.0, rel=1e-9)
+    assert np.abs(two.get_momenta().sum(0)).max() < 1e-12
