@@ -10,7 +10,7 @@ from mlff.config import checked, device_setting, from_dict, load_yaml
 from mlff.errors import MLFFError
 from mlff.geometry import check_geometry
 
-__all__ = ["MDConfig", "load_md_config", "read_structure", "REPO"]
+__all__ = ["MDConfig", "load_md_config", "read_structure", "apply_masses", "REPO"]
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINES = ("gpu", "ase")
@@ -52,6 +52,12 @@ class MDConfig:
     max_force_std_eV_per_A: float | None = checked(None, gt=0)
     max_energy_std_eV: float | None = checked(None, gt=0)  # stop when a system's committee energy spread exceeds this
     max_temperature_K: float | None = checked(None, gt=0)  # stop when a system's kinetic temperature exceeds this
+    # path-integral MD (engine gpu, integrator langevin: PILE-L): P beads per system, systems of one batch
+    beads: int = checked(1, ge=1)
+    pile_lambda: float = checked(0.5, ge=0)  # PIMD: internal modes damped at 2 lambda omega_k (1: critical)
+    cayley: bool = True  # PIMD: the Cayley free ring-polymer step (stable at any P), else the exact rotation
+    # isotopes: {atom index or element symbol: mass in amu}, e.g. {22: 2.014} (one D) or {H: 2.014} (every H)
+    masses: dict | None = None
     out: str = "out/md"  # output directory: trajectory.h5, log.csv, checkpoint.pt, run.json
 
     def __post_init__(self):
@@ -64,11 +70,40 @@ class MDConfig:
         if self.cuda_graph and (self.engine != "gpu" or self.neighbors != "all_pairs"):
             raise MLFFError("cuda_graph: true needs engine: gpu and neighbors: all_pairs (the Verlet list reads a "
                             "rebuild flag back to the host each step)")
+        if self.beads > 1 and (self.engine != "gpu" or self.integrator != "langevin"):
+            raise MLFFError(f"beads: {self.beads} (path-integral MD) needs engine: gpu and integrator: langevin (the "
+                            f"PILE-L thermostat), got engine {self.engine!r}, integrator {self.integrator!r}")
+        if self.beads > 1 and not self.temperature_K > 0:
+            raise MLFFError("beads > 1 needs temperature_K > 0: the ring polymer's springs scale with T")
+        for key, mass in (self.masses or {}).items():
+            if not isinstance(key, (int, str)) or isinstance(key, bool) or not isinstance(mass, (int, float)) \
+                    or isinstance(mass, bool) or not mass > 0:
+                raise MLFFError(f"masses: {key!r}: {mass!r}: expected an atom index or element symbol and a mass "
+                                "in amu > 0, e.g. {22: 2.014}")
         if self.engine == "ase" and self.replicas != 1:
             raise MLFFError(f"engine 'ase' runs one replica, got replicas={self.replicas}; use engine: gpu for batches")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def apply_masses(atoms, masses: dict | None) -> None:
+    """Set isotope masses on ``atoms`` in place: ``{index or element symbol: amu}`` (indices win over symbols)."""
+    if not masses:
+        return
+    values = atoms.get_masses()
+    symbols = atoms.get_chemical_symbols()
+    for key, mass in sorted(masses.items(), key=lambda kv: isinstance(kv[0], int)):  # symbols first
+        if isinstance(key, int):
+            if not -len(atoms) <= key < len(atoms):
+                raise MLFFError(f"masses: atom {key} is out of range: the structure has {len(atoms)} atoms")
+            values[key] = mass
+        else:
+            hits = [k for k, s in enumerate(symbols) if s == key]
+            if not hits:
+                raise MLFFError(f"masses: no {key!r} atom in the structure ({', '.join(sorted(set(symbols)))})")
+            values[hits] = mass
+    atoms.set_masses(values)
 
 
 def load_md_config(source: str | Path | dict, **overrides) -> MDConfig:

@@ -19,7 +19,7 @@ from ase import Atoms, units
 from mlff.calculator import torch_device
 from mlff.errors import MLFFError
 from mlff.geometry import check_geometry
-from mlff.md.config import MDConfig
+from mlff.md.config import MDConfig, apply_masses
 from mlff.md.integrators import compute_forces, langevin_step, nhc_energy, nhc_init, nhc_step, nve_step
 from mlff.md.model import AllPairsModel, PotentialModel
 from mlff.md.state import fixed_mask, state_from_atoms
@@ -72,13 +72,22 @@ class BatchEngine:
         replicas = []
         if structures is not None and len(structures) != config.replicas:
             raise MLFFError(f"{len(structures)} structures given for replicas={config.replicas}")
+        beads = config.beads
         for r in range(config.replicas):
             replica = (atoms if structures is None else structures[r]).copy()  # one structure per system
-            if config.init_velocities:
-                initial_velocities(replica, config.temperature_K, [config.seed, r])
-            replicas.append(replica)
+            apply_masses(replica, config.masses)
+            for j in range(beads):  # path integrals: P beads of each system, systems of the batch
+                bead = replica.copy()
+                if config.init_velocities:  # each bead at the bead temperature P T
+                    initial_velocities(bead, beads * config.temperature_K, [config.seed, r] + ([j] if beads > 1 else []))
+                replicas.append(bead)
         self.state = state_from_atoms(replicas, device=device, dtype=dtype, temperature_K=config.temperature_K,
                                       seed=config.seed)
+        self.ring = None
+        if beads > 1:
+            from mlff.md.pimd import ring_polymer
+
+            self.ring = ring_polymer(beads, self.state.temperature_K.view(config.replicas, beads)[:, 0])
         if model is None:
             if config.cueq or potential.device != device or potential.dtype != dtype:
                 # .to() and enable_cueq() change a potential in place: leave the caller's alone
@@ -99,6 +108,12 @@ class BatchEngine:
                  "langevin": partial(langevin_step, dt_fs=config.timestep_fs, friction_per_fs=config.friction_per_fs),
                  "nhc": partial(nhc_step, dt_fs=config.timestep_fs)}
         self._step = steps[config.integrator]
+        if self.ring is not None:
+            from mlff.md.pimd import pimd_step
+
+            self._step = partial(pimd_step, dt_fs=config.timestep_fs, rp=self.ring,
+                                 friction_per_fs=config.friction_per_fs, pile_lambda=config.pile_lambda,
+                                 cayley=config.cayley)
 
     def start(self) -> None:
         with _jit_mode(self.state.device):
@@ -240,6 +255,7 @@ class AseEngine:
         check_geometry(atoms, f"structure {config.structure}")
         self.config = config
         self.atoms = atoms.copy()
+        apply_masses(self.atoms, config.masses)
         if config.init_velocities:
             initial_velocities(self.atoms, config.temperature_K, [config.seed, 0])
         pin_fixed_atoms(self.atoms)

@@ -164,3 +164,58 @@ def test_pile_l_samples_the_exact_ring_polymer_distribution_of_a_harmonic_well(b
         finite_p = 3 * H_MASS * omega ** 2 * KINETIC * exact  # <K> + <V> = 2 <V> at this P
         assert np.mean(k_cv) + np.mean(pot) == pytest.approx(finite_p, rel=0.05)
         assert finite_p == pytest.approx(quantum, rel=0.1)
+
+
+# -- the batched engine with beads ----------------------------------------------------------------------------
+def _md(**kw):
+    from mlff.md import load_md_config
+
+    return load_md_config({"structure": "unused", "dtype": "float64", "device": "cpu", "temperature_K": 300.0,
+                           "integrator": "langevin", "friction_per_fs": 0.05, **kw})
+
+
+def test_the_engine_runs_beads_of_every_replica_as_systems_of_one_batch(pair, small_potential):
+    from mlff.md.engines import BatchEngine
+
+    pair.info["fixed"] = [1]
+    engine = BatchEngine(_md(beads=4, replicas=2, masses={"H": 2.014, 0: 12.5}), pair, small_potential)
+    state = engine.state
+    assert state.n_systems == 8 and engine.ring.beads == 4 and engine.ring.n_physical == 2
+    masses = state.masses.view(8, len(pair))
+    assert float(masses[:, 0].min()) == 12.5  # by index, over the symbol
+    hydrogens = [k for k, s in enumerate(pair.get_chemical_symbols()) if s == "H"]
+    assert float((masses[:, hydrogens] - 2.014).abs().max()) == 0.0
+    start = state.positions.clone()
+    engine.start()
+    for _ in range(10):
+        engine.step()
+    q = state.positions.view(2, 4, len(pair), 3)
+    assert float((q[:, 1:] - q[:, :1]).abs().max()) > 0.0  # the beads spread out
+    torch.testing.assert_close(state.positions.view(8, -1, 3)[:, 1], start.view(8, -1, 3)[:, 1], atol=0, rtol=0)
+    # the beads sample at P T: their kinetic temperature is ~4 x 300 K
+    assert 400.0 < float(state.temperature().mean()) < 3000.0
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"beads": 4, "integrator": "nve"}, ["beads: 4", "integrator: langevin"]),
+    ({"beads": 4, "engine": "ase"}, ["beads: 4", "engine: gpu"]),
+    ({"beads": 2, "temperature_K": 0.0}, ["temperature_K > 0"]),
+    ({"masses": {22: -1.0}}, ["masses", "22"]),
+])
+def test_path_integral_settings_that_cannot_run_are_named(changes, words):
+    from mlff.errors import MLFFError
+
+    with pytest.raises(MLFFError) as err:
+        _md(**changes)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_isotope_masses_name_atoms_that_exist(pair):
+    from mlff.errors import MLFFError
+    from mlff.md.config import apply_masses
+
+    with pytest.raises(MLFFError, match="atom 40 is out of range"):
+        apply_masses(pair.copy(), {40: 2.014})
+    with pytest.raises(MLFFError, match="no 'Cl' atom"):
+        apply_masses(pair.copy(), {"Cl": 37.0})
