@@ -101,6 +101,8 @@ def report(config: dict, out: Path) -> dict:
     main = json.loads((out / "fes" / "fes.json").read_text())
     check = json.loads((out / "dft_check" / "check.json").read_text())
     r, model = main["results"], main.get("model_error", {})
+    if r["barrier_forward"]["value"] is None:
+        raise MLFFError(f"{out / 'fes' / 'fes.json'}: {r.get('barrier', {}).get('no_barrier') or 'no barrier'}")
     anchor = config.get("anchor") or {}
     numbers = {
         "potential": config["umbrella"]["potential"], "temperature_K": main["temperature"]["value"],

@@ -106,7 +106,9 @@ def _compare(args) -> None:
     e = {k: p.error_kT * kcal for k, p in prof.items()}
     c = compare_profiles(cv, f["xtb"], e["xtb"], f["mace"], e["mace"])
     barrier = {k: {name: [v * kcal, r.analysis.barrier.errors_kT.get(name, np.nan) * kcal]
-                   for name, v in r.analysis.barrier.values_kT.items()} for k, r in results.items()}
+                   for name, v in r.analysis.barrier.values_kT.items()} if r.analysis.barrier.found else
+               {name: [None, None] for name in ("barrier_forward", "barrier_reverse", "reaction")}
+               for k, r in results.items()}
     doc = {"what": "xi free-energy profile of the small FDH cluster, 300 K: GFN2-xTB vs MACE trained on GFN2-xTB",
            "unit": "kcal/mol", "cv_A": cv.tolist(),
            "F_xtb": f["xtb"].tolist(), "err_xtb": e["xtb"].tolist(),
@@ -139,8 +141,11 @@ def _comparison_text(c: dict) -> str:
 def _barrier_rows(doc: dict, mace_name: str) -> list[list[str]]:
     """[level, barrier ± error, reaction free energy ± error] for xTB and the MACE run, kcal/mol."""
     b = doc["barriers_kcal_per_mol [value, error]"]
-    return [[name, f"{b[k]['barrier_forward'][0]:.2f} ± {b[k]['barrier_forward'][1]:.2f}",
-             f"{b[k]['reaction'][0]:.2f} ± {b[k]['reaction'][1]:.2f}"]
+
+    def pm(pair):
+        return "no barrier" if pair[0] is None else f"{pair[0]:.2f} ± {pair[1]:.2f}"
+
+    return [[name, pm(b[k]["barrier_forward"]), pm(b[k]["reaction"])]
             for k, name in (("xtb", "GFN2-xTB (reference)"), ("mace", mace_name))]
 
 

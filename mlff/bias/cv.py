@@ -31,7 +31,7 @@ class CV:
     name = "cv"
     unit = "A"
 
-    def __init__(self, local, *, arity: int, what: str):
+    def __init__(self, local, *, arity: int, what: str, distinct: bool = False):
         local = np.asarray(local, dtype=np.int64)
         if local.ndim == 1:
             local = local[None]
@@ -39,6 +39,11 @@ class CV:
             raise MLFFError(f"{what} needs {arity} atom indices per system, got {local.tolist()}")
         if (local < 0).any():
             raise MLFFError(f"{what}: atom indices must be >= 0, got {local.tolist()}")
+        if distinct:  # a distance from an atom to itself is 0 with no direction: NaN forces, a constant CV
+            for row in local:
+                if len(set(row.tolist())) < arity:
+                    raise MLFFError(f"{what}: atoms {row.tolist()} name an atom twice; a distance needs two different "
+                                    "atoms (an atom's distance to itself is always 0, and its force undefined)")
         self.local = local  # [S or 1, k] indices inside each system
         self.what = what
         self.atoms: torch.Tensor | None = None  # [S, k] global indices, set by bind()
@@ -92,7 +97,7 @@ class Distance(CV):
     """|r_b - r_a| (Å) for atoms [a, b] (one pair for every system, or one row per system)."""
 
     def __init__(self, atoms, *, name: str = "d"):
-        super().__init__(atoms, arity=2, what=f"CV {name}")
+        super().__init__(atoms, arity=2, what=f"CV {name}", distinct=True)
         self.name = name
 
     def _value(self, positions, atoms):
@@ -103,7 +108,7 @@ class DistanceDifference(CV):
     """d(a, b) - d(b, c) (Å) for atoms [a, b, c]: the hydride-transfer coordinate xi with [C_formate, H, C4]."""
 
     def __init__(self, atoms, *, name: str = "xi"):
-        super().__init__(atoms, arity=3, what=f"CV {name}")
+        super().__init__(atoms, arity=3, what=f"CV {name}", distinct=True)
         self.name = name
 
     @classmethod

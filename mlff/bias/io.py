@@ -10,16 +10,18 @@ coordinates: ``window[t, s]`` says which bias system ``s`` felt at sample ``t``.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from ase import units
 
+from mlff.appendonly import bad_line, complete_lines, repair_torn_tail
 from mlff.errors import MLFFError
 
-__all__ = ["BIAS_JSON", "BiasedRun", "ColvarWriter", "EV_TO_KJ_PER_MOL", "read_biased_run", "read_colvar",
-           "read_hills", "write_hills"]
+__all__ = ["BIAS_JSON", "EV_TO_KJ_PER_MOL", "BiasedRun", "ColvarWriter", "read_bias_json", "read_biased_run",
+           "read_colvar", "read_hills", "write_bias_json", "write_hills"]
 
 BIAS_JSON = "bias.json"
 COLVAR = "COLVAR"
@@ -68,26 +70,53 @@ class BiasedRun:
 
 
 # -- PLUMED files: COLVAR and HILLS (time ps, energies kJ/mol, the CV in its own unit) -------------------
-def _fields(path: Path) -> list[str]:
-    with open(path) as handle:
-        for line in handle:
-            if line.startswith("#! FIELDS"):
-                return line.split()[2:]
-    raise MLFFError(f"{path} has no '#! FIELDS' header: not a PLUMED COLVAR/HILLS file")
+def _rows(path: Path, lines: list[tuple[int, str]]) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The ``#! FIELDS`` names and the data rows (line number, fields) of a PLUMED-style file's complete lines;
+    a row whose field count differs from the header's is an error naming the line."""
+    names = None
+    rows = []
+    for number, line in lines:
+        if line.startswith("#! FIELDS"):
+            if names is None:
+                names = line.split()[2:]
+            elif line.split()[2:] != names:
+                raise bad_line(path, number, f"starts different fields ({' '.join(line.split()[2:5])} ...)")
+            continue
+        if not line.strip() or line.startswith("#"):
+            continue
+        if names is None:
+            break
+        parts = line.split()
+        if len(parts) != len(names):
+            raise bad_line(path, number, f"has {len(parts)} fields, the '#! FIELDS' header names {len(names)}")
+        rows.append((number, parts))
+    if names is None:
+        raise MLFFError(f"{path} has no '#! FIELDS' header before its data: not a PLUMED COLVAR/HILLS file")
+    return names, rows
 
 
 def _table(path: Path) -> dict[str, np.ndarray]:
-    """Columns of a PLUMED-style text file by field name (lines starting with # skipped)."""
-    names = _fields(path)
-    rows = [line.split() for line in open(path) if line.strip() and not line.startswith("#")]
-    data = np.array(rows, dtype=np.float64).reshape(-1, len(names)) if rows else np.zeros((0, len(names)))
+    """Columns of a PLUMED-style text file by field name (comment lines skipped; a torn last line skipped and
+    said so; any other malformed line an error naming the line)."""
+    names, rows = _rows(path, complete_lines(path))
+    try:
+        data = np.array([parts for _, parts in rows], dtype=np.float64).reshape(-1, len(names))
+    except ValueError:
+        for number, parts in rows:
+            for name, value in zip(names, parts):
+                try:
+                    float(value)
+                except ValueError:
+                    raise bad_line(path, number, f"has {value!r} for field {name}, not a number") from None
+        raise
     return {name: data[:, k] for k, name in enumerate(names)}
 
 
 class ColvarWriter:
     """PLUMED-format COLVAR of a batch: ``#! FIELDS time step {cv}.0 .. {cv}.S-1 [window.0 ..] bias.0 ..``, one
     row per sample; time ps, bias kJ/mol. Rows are buffered (device tensors: no host sync) and written by
-    ``flush``; ``restart_step`` keeps the rows up to that step of an existing file and appends after them."""
+    ``flush``; ``restart_step`` keeps the rows up to that step of an existing file and appends after them (a
+    torn last row, left by a kill during a flush, is cut off first and said so on stderr)."""
 
     def __init__(self, path, cv_name: str, n_systems: int, *, windows: bool, restart_step: int | None = None):
         self.path, self.windows, self.n_systems = Path(path), windows, int(n_systems)
@@ -96,16 +125,28 @@ class ColvarWriter:
         names += [f"bias.{s}" for s in range(n_systems)]
         self.fields = names
         self._rows: list = []
+        header = "#! FIELDS " + " ".join(names) + "\n"
         if restart_step is None or not self.path.exists():
-            self.path.write_text("#! FIELDS " + " ".join(names) + "\n")
+            self.path.write_text(header)
         else:
-            if _fields(self.path) != names:
-                raise MLFFError(f"{self.path} has fields {_fields(self.path)[:4]}..., this run writes {names[:4]}...")
-            lines = open(self.path).read().splitlines(keepends=True)
-            kept = [ln for ln in lines if ln.startswith("#") or not ln.strip() or int(ln.split()[1]) <= restart_step]
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(kept))
-            tmp.replace(self.path)
+            self._cut_back(header, names, int(restart_step))
+
+    def _cut_back(self, header: str, names: list[str], restart_step: int) -> None:
+        repair_torn_tail(self.path)
+        fields, rows = _rows(self.path, complete_lines(self.path))
+        if fields != names:
+            raise MLFFError(f"{self.path} has fields {fields[:4]}..., this run writes {names[:4]}...")
+        kept = [header]
+        for number, parts in rows:
+            try:
+                step = int(parts[1])
+            except ValueError:
+                raise bad_line(self.path, number, f"has step {parts[1]!r}, not an integer") from None
+            if step <= restart_step:
+                kept.append(" ".join(parts) + "\n")
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(self.path)
 
     def add(self, step: int, time_fs: float, cv, window, bias_eV) -> None:
         self._rows.append((int(step), float(time_fs), cv.detach().clone(),
@@ -175,16 +216,59 @@ def read_hills(path) -> dict:
 
 
 # -- run directories -----------------------------------------------------------------------------------
+_META_KEYS = ("kind", "temperature_K", "n_systems", "cv")
+
+
+def read_bias_json(path, *, keys=_META_KEYS) -> dict:
+    """A run's bias.json (``path``: the file or its run directory), with ``keys`` present; a truncated or
+    damaged file is one MLFFError naming it."""
+    path = Path(path)
+    path = path / BIAS_JSON if path.is_dir() else path
+    if not path.is_file():
+        raise MLFFError(f"{path.parent} is not a biased run directory: it has no {BIAS_JSON}")
+    try:
+        meta = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise MLFFError(f"{path} is not text: damaged; restore it, or start the run again in a new out "
+                        "directory") from None
+    except json.JSONDecodeError as err:
+        raise MLFFError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): truncated "
+                        "or damaged; restore it, or start the run again in a new out directory") from None
+    missing = [k for k in keys if not isinstance(meta, dict) or k not in meta]
+    if not missing and "cv" in keys and not (isinstance(meta["cv"], dict) and "name" in meta["cv"]):
+        missing = ["cv.name"]
+    if missing:
+        raise MLFFError(f"{path} lacks key {missing[0]!r}: not written by mlff umbrella, or damaged")
+    return meta
+
+
+def write_bias_json(path, meta: dict) -> None:
+    """Write bias.json whole (temporary file renamed over it): a kill leaves the old file or the new one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    tmp.replace(path)
+
+
+def _columns(table: dict, path: Path, names: list[str]) -> np.ndarray:
+    missing = [name for name in names if name not in table]
+    if missing:
+        raise MLFFError(f"{path} has no field {missing[0]!r}, which its run's {BIAS_JSON} implies; fields: "
+                        f"{' '.join(list(table)[:6])} ...")
+    return np.stack([table[name] for name in names], axis=1)
+
+
 def _colvar_arrays(run: Path, meta: dict) -> dict | None:
     path = run / COLVAR
     if not path.is_file():
         return None
     table = read_colvar(path)
-    n, name = meta["n_systems"], meta["cv"]["name"]
-    cv = np.stack([table[f"{name}.{s}"] for s in range(n)], axis=1)
-    window = np.stack([table[f"window.{s}"] for s in range(n)], axis=1) if "window.0" in table else None
-    bias = np.stack([table[f"bias.{s}"] for s in range(n)], axis=1) / EV_TO_KJ_PER_MOL
-    return {"step": table["step"].astype(np.int64), "time_fs": table["time"] * 1e3, "cv": cv, "window": window,
+    n, name = int(meta["n_systems"]), meta["cv"]["name"]
+    cv = _columns(table, path, [f"{name}.{s}" for s in range(n)])
+    window = _columns(table, path, [f"window.{s}" for s in range(n)]) if "window.0" in table else None
+    bias = _columns(table, path, [f"bias.{s}" for s in range(n)]) / EV_TO_KJ_PER_MOL
+    steps = _columns(table, path, ["step", "time"])
+    return {"step": steps[:, 0].astype(np.int64), "time_fs": steps[:, 1] * 1e3, "cv": cv, "window": window,
             "bias_energy": bias}
 
 
@@ -194,24 +278,39 @@ def _h5md_arrays(run: Path, meta: dict) -> dict | None:
     path = run / "trajectory.h5"
     if not path.is_file():
         return None
-    with h5py.File(path, "r", locking=False) as f:
-        groups = sorted(f.get("observables", {}))
-        if not groups or "cv" not in f["observables"][groups[0]]:
-            return None
-        marks = f["parameters/mlff/frames"].attrs if "parameters/mlff/frames" in f else {}
-        obs = {}
-        for key in ("cv", "window", "bias_energy"):
-            if key in f["observables"][groups[0]]:
-                columns = []
-                for g in groups:
-                    value = f["observables"][g][key]["value"]
-                    columns.append(value[:int(marks.get(g, value.shape[0]))])
-                obs[key] = np.stack(columns, axis=1)
-        element = f["observables"][groups[0]]["cv"]
-        rows = obs["cv"].shape[0]
-        step, time_fs = element["step"][:rows], element["time"][:rows]
-    return {"step": step.astype(np.int64), "time_fs": time_fs, "cv": obs["cv"], "window": obs.get("window"),
-            "bias_energy": obs.get("bias_energy", np.zeros_like(obs["cv"]))}
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            return _h5md_observables(f, path)
+    except OSError as err:
+        raise MLFFError(f"{path} is not a readable HDF5 file ({err}): damaged; the COLVAR file holds the same CV "
+                        "samples when colvar_every > 0") from None
+    except KeyError as err:
+        raise MLFFError(f"{path} lacks {err}: not an mlff trajectory, or damaged") from None
+
+
+def _h5md_observables(f, path: Path) -> dict | None:
+    groups = sorted(f.get("observables", {}))
+    if not groups or "cv" not in f["observables"][groups[0]]:
+        return None
+    marks = f["parameters/mlff/frames"].attrs if "parameters/mlff/frames" in f else {}
+    obs = {}
+    for key in ("cv", "window", "bias_energy"):
+        if key in f["observables"][groups[0]]:
+            columns = []
+            for g in groups:
+                value = f["observables"][g][key]["value"]
+                columns.append(value[:int(marks.get(g, value.shape[0]))])
+            rows = min(len(c) for c in columns)
+            obs[key] = np.stack([c[:rows] for c in columns], axis=1)
+    element = f["observables"][groups[0]]["cv"]
+    rows = min(len(v) for v in obs.values())
+    step, time_fs = element["step"][:rows], element["time"][:rows]
+    keep = step >= 0  # frames whose index a crash during a flush damaged (mlff.md.h5md): left out
+    if not keep.all():
+        print(f"mlff: note: {path}: {int((~keep).sum())} frames lost in a crash are left out", file=sys.stderr)
+    obs = {k: v[:rows][keep] for k, v in obs.items()}
+    return {"step": step[keep].astype(np.int64), "time_fs": time_fs[keep], "cv": obs["cv"],
+            "window": obs.get("window"), "bias_energy": obs.get("bias_energy", np.zeros_like(obs["cv"]))}
 
 
 def _hills(run: Path, meta: dict) -> dict | None:
@@ -234,9 +333,7 @@ def read_biased_run(run_dir, *, include_equilibration: bool = False) -> BiasedRu
     H5MD trajectory's observables; hills from the HILLS files. Samples of the first ``equilibration_steps``
     steps (step <= equilibration_steps when that is > 0) are left out unless ``include_equilibration``."""
     run = Path(run_dir)
-    if not (run / BIAS_JSON).is_file():
-        raise MLFFError(f"{run} is not a biased run directory: it has no {BIAS_JSON}")
-    meta = json.loads((run / BIAS_JSON).read_text())
+    meta = read_bias_json(run / BIAS_JSON)
     data = _colvar_arrays(run, meta) or _h5md_arrays(run, meta)
     if data is None or len(data["step"]) == 0:
         raise MLFFError(f"{run} has no CV data: neither a COLVAR file nor CV observables in trajectory.h5")

@@ -177,6 +177,7 @@ def build_biases(config: UmbrellaConfig, infos: list[dict], temperature_K: float
         if unknown or "at" not in wall or "kappa" not in wall:
             raise MLFFError(f"walls: each wall needs at and kappa (side, exp, eps optional); got {wall}")
         walls.append(Wall(**wall))
+    _check_walls(walls)
     if config.metad is not None:
         allowed = {"sigma", "height_eV", "pace", "biasfactor", "shared", "capacity"}
         unknown = sorted(set(config.metad) - allowed)
@@ -185,11 +186,63 @@ def build_biases(config: UmbrellaConfig, infos: list[dict], temperature_K: float
         metad = {"capacity": METAD_CAPACITY, **config.metad}
         return Biases(cv, [MetaD(**metad, temperature_K=temperature_K, n_systems=len(infos)), *walls]), "metad"
     centers = window_centers(config.centers_A)
+    _check_ladder(centers, config.exchange_every, walls)
     restraint = HarmonicRestraint(centers, _springs(config.spring_eV_per_A2, len(centers)))
     exchange = None
     if config.exchange_every:
         exchange = ReplicaExchange(restraint, every=config.exchange_every, temperature_K=temperature_K, seed=seed)
     return Biases(cv, [restraint, *walls], exchange), "umbrella"
+
+
+def _warn(message: str) -> None:
+    print(f"mlff umbrella: WARNING: {message}", file=sys.stderr)
+
+
+def _check_walls(walls) -> None:
+    """An upper wall below a lower wall leaves no CV value free of both: refused."""
+    uppers = [(k, w.at) for k, w in enumerate(walls) if w.side == "upper"]
+    lowers = [(k, w.at) for k, w in enumerate(walls) if w.side == "lower"]
+    for k, at in uppers:
+        for j, low in lowers:
+            if at < low:
+                raise MLFFError(f"walls[{k}]: the upper wall at {at:g} lies below the lower wall walls[{j}] at "
+                                f"{low:g}: no CV value is free of both; an upper wall bounds the CV from above")
+
+
+def _check_ladder(centers: np.ndarray, exchange_every: int, walls) -> None:
+    """Refuse window ladders that run but cannot mean what they say; warn where a user could mean it.
+
+    Duplicate centres: refused. Centres out of order: refused with replica exchange (it swaps windows k and k+1
+    of the list, which must be neighbours along the CV); without exchange the windows are independent, so they
+    are kept as given (window k: the k-th centre and spring) with a warning. A wall beyond every centre:
+    refused; beyond some of them: a warning naming those windows."""
+    order = np.argsort(centers, kind="stable")
+    scale = max(1.0, float(np.abs(centers).max()))
+    same = np.flatnonzero(np.diff(centers[order]) <= 1e-9 * scale)
+    if len(same):
+        i, j = sorted((int(order[same[0]]), int(order[same[0] + 1])))
+        raise MLFFError(f"centers_A: windows {i} and {j} have the same centre {centers[i]:g}; give every window "
+                        "its own centre (a duplicate samples one window twice and leaves a gap elsewhere)")
+    steps = np.sign(np.diff(centers))
+    if len(steps) and (steps != steps[0]).any():
+        k = int(np.flatnonzero(steps != steps[0])[0])  # >= 1: windows k-1, k, k+1 turn back
+        where = ", ".join(f"window {w} at {centers[w]:g}" for w in (k - 1, k, k + 1))
+        if exchange_every:
+            raise MLFFError(f"centers_A: with exchange_every the centres must be in order (exchange swaps windows k "
+                            f"and k+1 of the list, so they must be neighbours along the CV); {where}; sort "
+                            "centers_A (and a per-window spring_eV_per_A2 with it)")
+        _warn(f"centers_A are not in order ({where}); kept as given (window k has the k-th centre and spring; "
+              "the analysis orders windows by centre); sort them if that was a mistake")
+    for k, wall in enumerate(walls):
+        beyond = centers > wall.at if wall.side == "upper" else centers < wall.at
+        side = "above" if wall.side == "upper" else "below"
+        if beyond.all():
+            raise MLFFError(f"walls[{k}]: every window centre ({centers.min():g} to {centers.max():g}) lies {side} "
+                            f"the {wall.side} wall at {wall.at:g}, inside the wall: each window would sample the "
+                            f"wall, not its centre; put an {wall.side} wall {side} the centres it bounds")
+        if beyond.any():
+            _warn(f"walls[{k}]: windows {np.flatnonzero(beyond).tolist()} have centres {side} the {wall.side} wall at "
+                  f"{wall.at:g}: they will sample the wall, not their centres")
 
 
 # -- start structures -------------------------------------------------------------------------------------
@@ -263,18 +316,98 @@ def pull_starts(structure, centers, springs, md_config, potential, model, cv_spe
 
 
 # -- the run ------------------------------------------------------------------------------------------------
+_RUN_FILES = ("bias.json", "checkpoint.pt", "trajectory.h5", "COLVAR", "starts.xyz")  # a fresh run refuses these
+
+
+@dataclass
+class _Plan:
+    """What a checked config resolves to, before anything is written."""
+
+    structure: Any
+    md_config: Any
+    potential: Any
+    model: Any
+    pins: dict
+    biases: Any
+    kind: str
+
+
+def _plan(config: UmbrellaConfig, structure, model) -> _Plan:
+    """Check the whole config (centres, springs, walls, CV, MD keys, potential); writes nothing."""
+    from mlff.md.config import read_structure
+    from mlff.md.runner import potential_pins
+
+    structure = structure if structure is not None else read_structure(config.structure)
+    n = config.systems if config.metad is not None else len(window_centers(config.centers_A))
+    md_config = _md_config(config, n)
+    biases, kind = build_biases(config, [structure.info] * n, md_config.temperature_K, md_config.seed)
+    if kind == "umbrella" and config.starts == "pool" and config.pool is None:
+        raise MLFFError("starts: pool needs pool: a geometry pool file (e.g. data/fdh-cluster/pool_small.h5)")
+    potential, pins = None, {}
+    if model is None:
+        potential, model = make_force_model(config, md_config, structure)
+        pins = potential_pins(md_config)  # the weights the windows run, in run.json and checked on --resume
+    return _Plan(structure, md_config, potential, model, pins, biases, kind)
+
+
 def _check_resume(out: Path, config: UmbrellaConfig) -> None:
-    from mlff.bias.io import BIAS_JSON
+    from mlff.bias.io import BIAS_JSON, read_bias_json
 
     path = out / BIAS_JSON
     if not path.is_file():
         raise MLFFError(f"no {path} to resume from: start the run without --resume")
-    saved = json.loads(path.read_text())["config"]
+    saved = read_bias_json(path, keys=("config",))["config"]
     current = json.loads(json.dumps(config.to_dict(), default=str))
     for key in sorted(set(saved) | set(current)):
         if key not in _RESUMABLE and saved.get(key) != current.get(key):
             raise MLFFError(f"{path} was written with a different umbrella config (key {key!r} differs); only "
                             f"{' and '.join(_RESUMABLE)} may change on --resume")
+
+
+def _continues(out: Path, config: UmbrellaConfig, resume: bool) -> bool:
+    """Whether the run continues from its checkpoint (under the lock: the directory is ours to judge)."""
+    if not resume:
+        existing = [out / name for name in _RUN_FILES if (out / name).exists()]
+        if existing:
+            raise MLFFError(f"{existing[0]} exists: continue that run with --resume, or choose another out directory "
+                            "(nothing was written)")
+        return False
+    _check_resume(out, config)
+    if (out / "checkpoint.pt").is_file():
+        return True
+    print(f"mlff umbrella: note: {out} holds no checkpoint (the run was stopped before writing one): starting it "
+          "again from step 0", file=sys.stderr)
+    return False
+
+
+def _starts(config: UmbrellaConfig, plan: _Plan, n: int) -> tuple[list, np.ndarray]:
+    structure, restraint = plan.structure, plan.biases.restraint
+    if plan.kind == "metad" or config.starts == "structure":
+        return [structure.copy() for _ in range(n)], _cv_of(config.cv, [structure] * n)
+    if config.starts == "pool":
+        return pool_starts(structure, config.pool, restraint.centers.cpu().numpy(), config.cv)
+    return pull_starts(structure, restraint.centers.cpu().numpy(), restraint.kappas.cpu().numpy(), plan.md_config,
+                       plan.potential, plan.model, config.cv, config.pull_steps)
+
+
+def _read_starts(out: Path) -> list:
+    from ase.io import read
+
+    path = out / "starts.xyz"
+    try:
+        return read(path, ":", format="extxyz")
+    except FileNotFoundError:
+        raise MLFFError(f"no {path} to resume from: the run directory is incomplete; start a new run") from None
+    except Exception as err:  # noqa: BLE001 - any unreadable file is one user error
+        raise MLFFError(f"{path} is not readable ({type(err).__name__}: {err}): damaged; start a new run") from None
+
+
+def _write_starts(out: Path, starts: list) -> None:
+    from ase.io import write
+
+    tmp = out / "starts.xyz.tmp"
+    write(tmp, [a.copy() for a in starts], format="extxyz")
+    tmp.replace(out / "starts.xyz")
 
 
 def _meta(config, biases, kind, md_config, engine, start_cv) -> dict:
@@ -318,58 +451,51 @@ def _window_stats(out: Path, biases) -> list[dict]:
 def run_umbrella(config: UmbrellaConfig | dict | str | Path, *, resume: bool = False, structure=None, model=None,
                  show_progress: bool | None = None) -> dict:
     """Run (or resume) the biased windows of ``config``; returns the MD summary plus per-window statistics.
-    ``structure`` / ``model`` replace what the config names (tests: toy models)."""
-    from ase.io import read, write
-
-    from mlff.bias.engine import BiasedEngine
-    from mlff.bias.io import BIAS_JSON
-    from mlff.md.config import read_structure
-    from mlff.md.engines import AseEngine, BatchEngine
-    from mlff.md.runner import potential_pins, run_md
+    ``structure`` / ``model`` replace what the config names (tests: toy models). The whole config is checked
+    and the run directory's lock taken before anything is written into it: a run refused (a live or finished
+    run in ``out``, a bad key) leaves the directory as it was."""
+    from mlff.lock import WriterLock
 
     if not isinstance(config, UmbrellaConfig):
         config = load_umbrella_config(config)
+    plan = _plan(config, structure, model)
     out = Path(config.out)
-    if resume:
-        _check_resume(out, config)
-    structure = structure if structure is not None else read_structure(config.structure)
-    n = config.systems if config.metad is not None else len(window_centers(config.centers_A))
-    md_config = _md_config(config, n)
-    potential, pins = None, {}
-    if model is None:
-        potential, model = make_force_model(config, md_config, structure)
-        pins = potential_pins(md_config)  # the weights the windows run, in run.json and checked on --resume
-    biases, kind = build_biases(config, [structure.info] * n, md_config.temperature_K, md_config.seed)
-    if resume:
-        starts = read(out / "starts.xyz", ":")
-        start_cv = json.loads((out / BIAS_JSON).read_text()).get("start_cv", [])
-    elif kind == "metad" or config.starts == "structure":
-        starts, start_cv = [structure.copy() for _ in range(n)], _cv_of(config.cv, [structure] * n)
-    elif config.starts == "pool":
-        if config.pool is None:
-            raise MLFFError("starts: pool needs pool: a geometry pool file (e.g. data/fdh-cluster/pool_small.h5)")
-        starts, start_cv = pool_starts(structure, config.pool, biases.restraint.centers.cpu().numpy(), config.cv)
+    out.mkdir(parents=True, exist_ok=True)
+    with WriterLock(out / ".lock", f"umbrella run {out}"):  # the lock run_md takes (re-entrant)
+        return _run_locked(config, plan, out, resume, show_progress)
+
+
+def _run_locked(config: UmbrellaConfig, plan: _Plan, out: Path, resume: bool, show_progress) -> dict:
+    from mlff.bias.engine import BiasedEngine
+    from mlff.bias.io import read_bias_json, write_bias_json
+    from mlff.md.engines import AseEngine, BatchEngine
+    from mlff.md.runner import FILES, run_md
+
+    restart = _continues(out, config, resume)
+    n, md_config, biases = plan.md_config.replicas, plan.md_config, plan.biases
+    if restart:
+        starts, start_cv = _read_starts(out), read_bias_json(out).get("start_cv", [])
     else:
-        starts, start_cv = pull_starts(structure, biases.restraint.centers.cpu().numpy(),
-                                       biases.restraint.kappas.cpu().numpy(), md_config, potential, model,
-                                       config.cv, config.pull_steps)
+        starts, start_cv = _starts(config, plan, n)
     for atoms in starts:
-        atoms.info = dict(structure.info)
+        atoms.info = dict(plan.structure.info)
     if md_config.engine == "ase":
-        calculator = model.factory(starts[0]) if hasattr(model, "factory") else None
-        engine = AseEngine(md_config, starts[0], potential, calculator=calculator)
+        calculator = plan.model.factory(starts[0]) if hasattr(plan.model, "factory") else None
+        engine = AseEngine(md_config, starts[0], plan.potential, calculator=calculator)
     else:
-        engine = BatchEngine(md_config, structure, potential, model=model, structures=starts)
+        engine = BatchEngine(md_config, plan.structure, plan.potential, model=plan.model, structures=starts)
     biased = BiasedEngine(engine, biases, out=out, colvar_every=config.colvar_every)
     biased.report_progress = show_progress is not False
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        write(out / "starts.xyz", [a.copy() for a in starts])
-        (out / BIAS_JSON).write_text(json.dumps(_meta(config, biases, kind, md_config, biased, start_cv), indent=1,
-                                                default=str) + "\n")
-    summary = run_md(md_config, resume=resume, engine=biased, show_progress=show_progress, pins=pins)
-    meta = json.loads((out / BIAS_JSON).read_text())
+    if not restart:
+        for name in biased.hills_files():  # a start again (no checkpoint): the last attempt's hills are void
+            (out / name).unlink(missing_ok=True)
+        _write_starts(out, starts)
+        write_bias_json(out / "bias.json", _meta(config, biases, plan.kind, md_config, biased, start_cv))
+    # resume=True also when a run stopped before its first checkpoint left MD outputs: run_md starts it again
+    md_resume = restart or any((out / FILES[k]).exists() for k in ("trajectory", "log", "run", "stopped"))
+    summary = run_md(md_config, resume=md_resume, engine=biased, show_progress=show_progress, pins=plan.pins)
+    meta = read_bias_json(out)
     meta["windows"] = _window_stats(out, biases)
     meta["status"] = {"md": summary["status"], "step": summary["step"]}
-    (out / BIAS_JSON).write_text(json.dumps(meta, indent=1, default=str) + "\n")
-    return {**summary, "kind": kind, "windows": meta["windows"]}
+    write_bias_json(out / "bias.json", meta)
+    return {**summary, "kind": plan.kind, "windows": meta["windows"]}

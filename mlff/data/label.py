@@ -27,6 +27,7 @@ from typing import Sequence
 
 from ase import Atoms
 
+from mlff.data.labelers import check_structures
 from mlff.data.labelers.base import Labeler, charge_and_multiplicity
 from mlff.data.levels import LEVEL_KEYS, check_one_level, level_of, levels_in, numerics_of
 from mlff.data.numerics import NumericsCalibration
@@ -131,6 +132,7 @@ def label(structures: Sequence[Atoms], labeler: Labeler, output: str | Path, *, 
             charge_and_multiplicity(s)
         except MLFFError as err:
             raise MLFFError(f"structure {k}: {err}") from None
+    check_structures(labeler, structures)  # a bad basis, a missing code: refused before the output is touched
     output = Path(output)
     with WriterLock(lock_path_for(output), f"dataset {output}"):
         others = [Dataset(path) for path in skip_in]

@@ -29,7 +29,7 @@ from typing import Sequence
 from ase import Atoms
 
 from mlff.data.label import LabelSummary, _check_level, _plan
-from mlff.data.labelers import make_labeler
+from mlff.data.labelers import check_labeler
 from mlff.data.store import Dataset
 from mlff.errors import MLFFError
 from mlff.lock import WriterLock, lock_path_for
@@ -105,7 +105,7 @@ def label_with_workers(structures: Sequence[Atoms], spec: dict, output: str | Pa
     into ``output``; the arguments are ``mlff.data.label``'s (``calibration``: the path of a calibration file)."""
     if workers < 1:
         raise MLFFError(f"workers must be >= 1, got {workers}")
-    labeler = make_labeler(dict(spec))  # a bad spec fails here, before any process starts
+    labeler = check_labeler(dict(spec), structures)  # a bad spec or basis fails here, before anything is written
     cal = None
     if calibration is not None:
         from mlff.data.numerics import load_calibration

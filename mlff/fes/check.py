@@ -38,6 +38,9 @@ def regions_from_fes(fes_json: str | Path, *, reactant_half_width: float = 0.15,
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
         raise MLFFError(f"{path}: not an fes.json with a reactant minimum and a TS ({type(err).__name__}: {err})") \
             from None
+    if r_min is None or ts is None:
+        reason = (results.get("barrier") or {}).get("no_barrier") or "no reactant minimum or TS"
+        raise MLFFError(f"{path}: the profile has no barrier to check ({reason})")
     return {"reactant": [r_min - reactant_half_width, r_min + reactant_half_width],
             "ts": [ts - ts_half_width, ts + ts_half_width]}
 
@@ -146,6 +149,8 @@ def endpoint_barrier(run, analysis, points, regions: dict, *, n_bootstraps: int 
     from mlff.fes.levels import frames_of
     from mlff.fes.units import kT_eV
 
+    if not analysis.barrier.found:
+        raise MLFFError(f"endpoint_barrier: the run's profile has no barrier to correct ({analysis.barrier.no_barrier})")
     beta = 1.0 / kT_eV(run.temperature_K)
     cv, _ = frames_of(run, points)
     table = analysis.windows

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mlff.errors import MLFFError
-from mlff.fes.barrier import barrier_numbers, locate
+from mlff.fes.barrier import KEYS, NoBarrier, barrier_numbers, locate, settings
 from mlff.fes.levels import SinglePoints, reweight_to_level
 
 __all__ = ["member_energies", "read_member_energies", "member_profiles", "CACHE"]
@@ -130,10 +130,20 @@ def _evaluate(run_dir: Path, run, model, progress: bool):
     return steps, systems, np.concatenate(energies)
 
 
+def _numbers(bin_cv, f, config, run) -> tuple[dict | None, float | None]:
+    """(barrier numbers in kT, TS location) of profile ``f``, or (None, None) when it has no barrier."""
+    try:
+        marks = locate(bin_cv, f, **settings(config), cv=run.cv_name, unit=run.cv_unit)
+    except NoBarrier:
+        return None, None
+    return barrier_numbers(f, marks), float(bin_cv[marks.ts])
+
+
 def member_profiles(run, table: dict, edges: np.ndarray, beta_per_eV: float, config) -> dict:
     """Each member's profile on ``edges`` (the run's samples at the table's frames, reweighted from the committee
-    mean to that member), its barrier numbers (kT) and effective sample size, and their spread (kT): the model
-    error. ``config``: the FESConfig (reactant, product and TS regions)."""
+    mean to that member), its barrier numbers (kT; None when its profile has no barrier, by
+    ``mlff.fes.barrier.locate``'s test) and effective sample size, and their spread over the members with a
+    barrier (kT; NaN with fewer than two): the model error. ``config``: the FESConfig (regions, thresholds)."""
     energies = table["energy_eV"]
     mean = energies.mean(axis=1)
     keep = np.isin(table["step"], run.step)  # frames of the equilibration are not samples of the analysis
@@ -146,18 +156,17 @@ def member_profiles(run, table: dict, edges: np.ndarray, beta_per_eV: float, con
         points = SinglePoints(table["step"][keep], table["system"][keep], (energies[:, k] - mean)[keep],
                               f"committee member {k}")
         out = reweight_to_level(run, points, edges, beta_per_eV, 0, 0)
-        marks = locate(bin_cv, out["f_target"], config.reactant, config.product, config.ts_region,
-                       cv=run.cv_name, unit=run.cv_unit)
-        members.append({"member": k, "values_kT": barrier_numbers(out["f_target"], marks),
-                        "cv_ts": float(bin_cv[marks.ts]), "ess": out["ess_target"], "n_frames": out["n_frames"]})
+        values, cv_ts = _numbers(bin_cv, out["f_target"], config, run)
+        members.append({"member": k, "values_kT": values, "cv_ts": cv_ts, "ess": out["ess_target"],
+                        "n_frames": out["n_frames"]})
         profiles.append(out["f_target"])
         reference = out["f_reference"]
-    marks = locate(bin_cv, reference, config.reactant, config.product, config.ts_region, cv=run.cv_name,
-                   unit=run.cv_unit)
-    values = {key: np.array([m["values_kT"][key] for m in members]) for key in members[0]["values_kT"]}
+    found = [m["values_kT"] for m in members if m["values_kT"] is not None]
+    values = {key: np.array([v[key] for v in found]) for key in KEYS}
     return {"members": members, "profiles_kT": np.array(profiles),
-            "mean_potential_kT": barrier_numbers(reference, marks),
-            "std_kT": {key: float(v.std(ddof=1)) for key, v in values.items()},
-            "range_kT": {key: [float(v.min()), float(v.max())] for key, v in values.items()},
+            "mean_potential_kT": _numbers(bin_cv, reference, config, run)[0],
+            "members_with_barrier": len(found),
+            "std_kT": {key: float(v.std(ddof=1)) if v.size > 1 else float("nan") for key, v in values.items()},
+            "range_kT": {key: [float(v.min()), float(v.max())] if v.size else None for key, v in values.items()},
             "min_ess": float(min(m["ess"] for m in members)), "n_frames": members[0]["n_frames"],
             "source": table.get("potential", "")}

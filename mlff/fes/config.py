@@ -41,6 +41,10 @@ class FESConfig:
     reactant: tuple[float, float] = (None, -0.3)  # reactant region of the CV, [lo, hi]; null = open end
     product: tuple[float, float] = (0.3, None)  # product region
     ts_region: tuple[float, float] | None = None  # where to search the TS; default: between the two minima
+    # a barrier rises above both minima by more than this (kT) and by more than barrier_noise_z times the error of
+    # the difference; otherwise the profile has none (mlff.fes.barrier)
+    min_barrier_kT: float = 1.0
+    barrier_noise_z: float = 2.0
     slice_fractions: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)  # forward/backward convergence slices
     metad_discard_fraction: float = 0.2  # metaD reweighting: leading fraction of the samples dropped (transient)
     metad_blocks: int = 10  # metaD reweighting: contiguous blocks for the block bootstrap
@@ -72,6 +76,10 @@ class FESConfig:
         self.product = _interval(self.product, "product")
         if self.ts_region is not None:
             self.ts_region = _interval(self.ts_region, "ts_region")
+        if not self.min_barrier_kT >= 0.0 or not self.barrier_noise_z >= 0.0:
+            raise MLFFError(f"fes: min_barrier_kT = {self.min_barrier_kT}, barrier_noise_z = {self.barrier_noise_z}; "
+                            "expected numbers >= 0")
+        self.min_barrier_kT, self.barrier_noise_z = float(self.min_barrier_kT), float(self.barrier_noise_z)
         fractions = tuple(float(f) for f in self.slice_fractions)
         if not fractions or any(not 0.0 < f <= 1.0 for f in fractions):
             raise MLFFError(f"fes: slice_fractions = {list(self.slice_fractions)}; expected numbers in (0, 1]")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from mlff.errors import MLFFError
-from mlff.fes.barrier import barrier_numbers, barrier_numbers_rows, locate
+from mlff.fes.barrier import (KEYS, NoBarrier, barrier_numbers, barrier_numbers_rows, locate, resample_counts,
+                              resample_warnings, settings, spread)
 from mlff.fes.config import FESConfig
 from mlff.fes.metad import check_hills, ct_offsets, hill_groups, hills_profile, reweighted_profile
 from mlff.fes.result import Analysis, BarrierEstimate, Profile
@@ -35,13 +36,24 @@ def _hills_profiles(bin_cv, hills, groups, kT, t_end=None) -> tuple[np.ndarray, 
 
 
 def _walker_errors(bin_cv, hills, groups, kT, config) -> dict | None:
-    """Standard errors (kT) of the hills barrier numbers over independent biases (None with one bias)."""
+    """Standard errors (kT) of the hills barrier numbers over the independent biases that have a barrier (None
+    with one bias; NaN when fewer than two have one)."""
     if len(groups) < 2:
         return None
     rows = np.stack([hills_profile(bin_cv, hills, mask, kT) for _, mask in groups])
-    values = barrier_numbers_rows(bin_cv, rows, config.reactant, config.product, config.ts_region)
-    return {k: float(np.nanstd(values[k], ddof=1) / np.sqrt(len(groups))) for k in ("barrier_forward",
-                                                                                   "barrier_reverse", "reaction")}
+    values = barrier_numbers_rows(bin_cv, rows, **settings(config))
+    n = max(int(values["found"].sum()), 1)
+    return {k: v / np.sqrt(n) for k, v in spread(values).items() if k in KEYS}
+
+
+def _hills_barrier(bin_cv, F_hills, hills_error, config, run) -> dict:
+    """The barrier numbers of the hills profile (kT) and its TS, or why it has none."""
+    try:
+        marks = locate(bin_cv, F_hills, **settings(config), error=hills_error, cv=run.cv_name, unit=run.cv_unit)
+    except NoBarrier as none:
+        return {"hills_barrier_kT": None, "hills_cv_ts": None, "hills_no_barrier": str(none)}
+    return {"hills_barrier_kT": barrier_numbers(F_hills, marks), "hills_cv_ts": float(bin_cv[marks.ts]),
+            "hills_no_barrier": None}
 
 
 def _check(run) -> None:
@@ -55,17 +67,22 @@ def _check(run) -> None:
         raise MLFFError(f"temperature {run.temperature_K} K; expected > 0")
 
 
-def _barrier(bin_cv, f, rows, config, run) -> BarrierEstimate:
-    marks = locate(bin_cv, f, config.reactant, config.product, config.ts_region, cv=run.cv_name, unit=run.cv_unit)
+def _barrier(bin_cv, f, error, rows, config, run) -> BarrierEstimate:
+    criterion = settings(config)
+    boot = barrier_numbers_rows(bin_cv, rows, **criterion, error=error) if rows is not None else None
+    method = "block bootstrap" if boot is not None else "none"
+    try:
+        marks = locate(bin_cv, f, **criterion, error=error, cv=run.cv_name, unit=run.cv_unit)
+    except NoBarrier as none:
+        return BarrierEstimate(None, None, method, None, None, None, no_barrier=str(none), **resample_counts(boot))
     values = barrier_numbers(f, marks)
-    errors, boot, ts_error, method = {k: float("nan") for k in values}, None, None, "none"
-    if rows is not None:
-        boot = barrier_numbers_rows(bin_cv, rows, config.reactant, config.product, config.ts_region)
-        ts_error = float(np.nanstd(boot.pop("ts_cv"), ddof=1))
-        errors = {k: float(np.nanstd(v, ddof=1)) for k, v in boot.items()}
-        method = "block bootstrap"
+    errors, boot_values, ts_error = {k: float("nan") for k in values}, None, None
+    if boot is not None:
+        errors = spread(boot)
+        ts_error = errors.pop("ts_cv")
+        boot_values = {k: boot[k] for k in KEYS}
     return BarrierEstimate(values, errors, method, float(bin_cv[marks.reactant]), float(bin_cv[marks.ts]),
-                           float(bin_cv[marks.product]), None, boot, ts_error)
+                           float(bin_cv[marks.product]), None, boot_values, ts_error, **resample_counts(boot))
 
 
 def _convergence(bin_cv, hills, groups, kT, config) -> dict:
@@ -76,7 +93,7 @@ def _convergence(bin_cv, hills, groups, kT, config) -> dict:
         entry = {"fraction": fraction, "time_fs": fraction * t_last, "f_kT": F, "barrier_forward": None,
                  "reaction": None}
         try:
-            entry.update(barrier_numbers(F, locate(bin_cv, F, config.reactant, config.product, config.ts_region)))
+            entry.update(barrier_numbers(F, locate(bin_cv, F, **settings(config))))
         except MLFFError as err:
             entry["note"] = str(err)
         out["time_fs"].append(fraction * t_last)
@@ -111,13 +128,11 @@ def analyse_metad(run, config: FESConfig | None = None) -> Analysis:
     F_hills, hills_error = _hills_profiles(bin_cv, hills, groups, kT)
     from_hills = Profile("metaD from the hills (-(gamma/(gamma-1)) V(s, t_end))", bin_cv, F_hills, hills_error,
                          "spread of walkers" if len(groups) > 1 else "none", key="F_hills")
-    barrier = _barrier(bin_cv, f, rows, config, run)
-    hills_marks = locate(bin_cv, F_hills, config.reactant, config.product, config.ts_region)
+    barrier = _barrier(bin_cv, f, error, rows, config, run)
     hills_errors = _walker_errors(bin_cv, hills, groups, kT, config)
     w = np.exp(log_w[np.isfinite(log_w)] - np.nanmax(log_w))
     ess = float(w.sum() ** 2 / (w ** 2).sum())
-    extra = {"hills_barrier_kT": barrier_numbers(F_hills, hills_marks), "hills_barrier_error_kT": hills_errors,
-             "hills_cv_ts": float(bin_cv[hills_marks.ts]),
+    extra = {**_hills_barrier(bin_cv, F_hills, hills_error, config, run), "hills_barrier_error_kT": hills_errors,
              "effective_sample_size": ess, "n_samples_used": int(np.isfinite(log_w).sum()),
              "biasfactor": hills["gamma"], "n_hills": int(hills["time_fs"].size), "n_biases": len(groups),
              "discarded_samples": start, "f_normalised_kT": f}
@@ -137,6 +152,12 @@ def _warnings(barrier: BarrierEstimate, extra: dict) -> list[str]:
     if extra["effective_sample_size"] < 100:
         out.append(f"reweighting keeps an effective sample size of only {extra['effective_sample_size']:.0f}: the "
                    "reweighted profile is noisy; run longer")
+    out += resample_warnings(barrier.found, barrier.resamples_with_barrier, barrier.n_resamples)
+    if not barrier.found or extra["hills_barrier_kT"] is None:
+        if barrier.found != (extra["hills_barrier_kT"] is not None):
+            out.append("one of the reweighted and the hills profiles has a barrier and the other has none: the bias "
+                       "may not have converged; run longer or check the convergence plot")
+        return out
     diff = extra["hills_barrier_kT"]["barrier_forward"] - barrier.values_kT["barrier_forward"]
     err = barrier.errors_kT["barrier_forward"]
     if np.isfinite(err) and abs(diff) > 3.0 * err + 0.5:

@@ -42,14 +42,16 @@ def _profile(analysis: Analysis, path: Path) -> None:
                             label=f"± 1 sigma ({p.error_method})")
     b = analysis.barrier
     F0 = analysis.profiles[0]
-    marks = [(b.cv_reactant, "R"), (b.cv_ts, "TS"), (b.cv_product, "P")]
-    for x, name in marks:
-        y = np.interp(x, F0.cv, F0.f_kT * kcal)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=9)
-        ax.plot([x], [y], "k.", ms=6)
-    v, e = b.values_kT, b.errors_kT
-    ax.set_title(f"barrier {v['barrier_forward'] * kcal:.2f} ± {e['barrier_forward'] * kcal:.2f}, reaction "
-                 f"{v['reaction'] * kcal:.2f} ± {e['reaction'] * kcal:.2f} kcal/mol ({b.error_method})", fontsize=9)
+    if b.found:
+        for x, name in [(b.cv_reactant, "R"), (b.cv_ts, "TS"), (b.cv_product, "P")]:
+            y = np.interp(x, F0.cv, F0.f_kT * kcal)
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=9)
+            ax.plot([x], [y], "k.", ms=6)
+        v, e = b.values_kT, b.errors_kT
+        ax.set_title(f"barrier {v['barrier_forward'] * kcal:.2f} ± {e['barrier_forward'] * kcal:.2f}, reaction "
+                     f"{v['reaction'] * kcal:.2f} ± {e['reaction'] * kcal:.2f} kcal/mol ({b.error_method})", fontsize=9)
+    else:
+        ax.set_title(b.no_barrier, fontsize=7, wrap=True)
     ax.set_xlabel(f"{analysis.cv_name} ({analysis.cv_unit})")
     ax.set_ylabel("free energy (kcal/mol)")
     ax.legend(fontsize=8)
@@ -123,19 +125,22 @@ def _convergence(analysis: Analysis, path: Path) -> None:
         x = [e["fraction"] for e in entries]
         for name, style in (("barrier_forward", "o-"), ("reaction", "s--")):
             top.plot(x, [e[name] * kcal for e in entries], style, label=f"{name.replace('_', ' ')}: {word} fraction")
-        for e in entries:
-            bottom.plot(analysis.profiles[0].cv, e["f_kT"] * kcal, lw=1, label=f"{word} {e['fraction']:.0%}")
-    for name in ("barrier_forward", "reaction"):
+        for e in conv[key]:  # the slices' profiles, with a barrier or without
+            if e.get("f_kT") is not None:
+                bottom.plot(analysis.profiles[0].cv, e["f_kT"] * kcal, lw=1, label=f"{word} {e['fraction']:.0%}")
+    for name in ("barrier_forward", "reaction") if b.found else ():
         v, err = b.values_kT[name] * kcal, b.errors_kT[name] * kcal
         if np.isfinite(err):
             top.axhspan(v - err, v + err, color="0.85", zorder=0)
     top.set_xlabel("fraction of the data" if analysis.kind == "umbrella" else "fraction of the run (hills)")
     top.set_ylabel("kcal/mol")
     top.set_title("convergence (grey bands: final ± error)", fontsize=9)
-    top.legend(fontsize=7)
+    if top.get_legend_handles_labels()[0]:  # a slice without a barrier draws nothing
+        top.legend(fontsize=7)
     bottom.set_xlabel(f"{analysis.cv_name} ({analysis.cv_unit})")
     bottom.set_ylabel("free energy (kcal/mol)")
-    bottom.legend(fontsize=6, ncol=2)
+    if bottom.get_legend_handles_labels()[0]:
+        bottom.legend(fontsize=6, ncol=2)
     save_figure(fig, path, dpi=130)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlff.fes.barrier import CRITERION, KEYS
 from mlff.fes.result import Analysis
 from mlff.fes.units import EV_TO_KCAL_PER_MOL, eyring_rate_per_s, kT_kcal_per_mol
 
@@ -34,24 +35,31 @@ def _clean(value):
 
 def _rate(analysis: Analysis, key: str, kcal: float) -> dict:
     b = analysis.barrier
+    method = "Eyring (transition-state theory, transmission coefficient 1): k = (kB T / h) exp(-dG/kT)"
+    if not b.found:
+        return {"value": None, "interval_68": None, "unit": "1/s", "method": method,
+                "note": "no barrier, so no transition-state rate"}
     value = float(eyring_rate_per_s(b.values_kT[key] * kcal, analysis.temperature_K))
     lo, hi = (b.values_kT[key] + np.array([1.0, -1.0]) * b.errors_kT[key]) * kcal
     interval = [float(eyring_rate_per_s(lo, analysis.temperature_K)), float(eyring_rate_per_s(hi, analysis.temperature_K))]
     return {"value": value, "interval_68": interval, "unit": "1/s",
-            "interval_method": f"Eyring rate at barrier +/- its {b.error_method} error",
-            "method": "Eyring (transition-state theory, transmission coefficient 1): k = (kB T / h) exp(-dG/kT)"}
+            "interval_method": f"Eyring rate at barrier +/- its {b.error_method} error", "method": method}
 
 
 def _results(analysis: Analysis, kcal: float) -> dict:
+    """Barrier, reaction free energy, rates and landmarks; every value None when the profile has no barrier."""
     b = analysis.barrier
-    out = {}
-    for key in ("barrier_forward", "barrier_reverse", "reaction"):
-        entry = {"value": b.values_kT[key] * kcal, "error": b.errors_kT[key] * kcal, "error_method": b.error_method,
+    out = {"barrier": {"found": b.found, "no_barrier": b.no_barrier, "criterion": CRITERION,
+                       "bootstrap_resamples_with_barrier": b.resamples_with_barrier,
+                       "bootstrap_resamples": b.n_resamples}}
+    for key in KEYS:
+        entry = {"value": None if not b.found else b.values_kT[key] * kcal,
+                 "error": None if not b.found else b.errors_kT[key] * kcal, "error_method": b.error_method,
                  "unit": "kcal/mol"}
         if b.errors_analytic_kT is not None:
             entry["error_analytic"] = b.errors_analytic_kT[key] * kcal
-        if b.bootstrap_kT is not None:  # maxima and minima of noisy bins are biased: compare with the value
-            entry["bootstrap_mean"] = float(np.nanmean(b.bootstrap_kT[key])) * kcal
+        if b.bootstrap_kT is not None and np.isfinite(b.bootstrap_kT[key]).any():  # maxima and minima of noisy
+            entry["bootstrap_mean"] = float(np.nanmean(b.bootstrap_kT[key])) * kcal  # bins are biased: compare
         out["reaction_free_energy" if key == "reaction" else key] = entry
     out["rate_forward"] = _rate(analysis, "barrier_forward", kcal)
     out["rate_reverse"] = _rate(analysis, "barrier_reverse", kcal)
@@ -61,6 +69,11 @@ def _results(analysis: Analysis, kcal: float) -> dict:
                                   "unit": unit}
     out["cv_product_minimum"] = {"value": b.cv_product, "unit": unit}
     return out
+
+
+def _scaled(values: dict | None, kcal: float) -> dict:
+    """{key: value in kcal/mol or None} of barrier numbers in kT (None: no barrier)."""
+    return {key: None if values is None or values.get(key) is None else values[key] * kcal for key in KEYS}
 
 
 def _profiles(analysis: Analysis, kcal: float) -> list[dict]:
@@ -116,42 +129,45 @@ def fes_document(analysis: Analysis, config: dict, provenance: dict) -> dict:
         doc["windows"] = analysis.windows
     if analysis.kind == "metad":
         e = analysis.extra
+        values, errors = _scaled(e["hills_barrier_kT"], kcal), _scaled(e["hills_barrier_error_kT"], kcal)
         doc["metad"] = {"biasfactor": e["biasfactor"], "n_hills": e["n_hills"], "n_biases": e["n_biases"],
                         "discarded_samples": e["discarded_samples"], "n_samples_used": e["n_samples_used"],
                         "effective_sample_size": e["effective_sample_size"],
-                        "from_hills": {k: {"value": v * kcal, "unit": "kcal/mol",
-                                           "error": None if e["hills_barrier_error_kT"] is None else
-                                           e["hills_barrier_error_kT"][k] * kcal,
-                                           "error_method": "spread of independent walkers"}
-                                       for k, v in e["hills_barrier_kT"].items()},
+                        "from_hills": {k: {"value": values[k], "unit": "kcal/mol", "error": errors[k],
+                                           "error_method": "spread of independent walkers"} for k in KEYS},
+                        "from_hills_no_barrier": e["hills_no_barrier"],
                         "from_hills_cv_transition_state": {"value": e["hills_cv_ts"], "unit": analysis.cv_unit}}
     level = analysis.extra.get("level")
     if level:
+        values, errors = _scaled(level["values_kT"], kcal), _scaled(level["errors_kT"], kcal)
         doc["level_reweighting"] = {
             "method": "MBAR weights of the frames times exp(-(E_target - E_reference)/kT) (FEP through MBAR)",
             "source": level["source"], "n_frames": level["n_frames"], "windows_used": level["windows_used"],
             "effective_sample_size": level["ess_target"], "effective_sample_size_reference": level["ess_reference"],
             "delta_A": {"value": level["delta_A_eV"] * EV_TO_KCAL_PER_MOL, "unit": "kcal/mol",
                         "note": "-kT ln <exp(-dE/kT)> over the unbiased reference ensemble"},
+            "no_barrier": level["no_barrier"], "bootstrap_resamples_with_barrier": level.get("resamples_with_barrier"),
             "cv_transition_state": {"value": level["cv_ts"], "unit": analysis.cv_unit},
-            **{("reaction_free_energy" if k == "reaction" else k): {"value": v * kcal,
-                                                                    "error": level["errors_kT"][k] * kcal,
+            **{("reaction_free_energy" if k == "reaction" else k): {"value": values[k], "error": errors[k],
                                                                     "error_method": "bootstrap", "unit": "kcal/mol"}
-               for k, v in level["values_kT"].items()}}
+               for k in KEYS}}
     model = analysis.extra.get("committee")
     if model:
         names = {"barrier_forward": "barrier_forward", "barrier_reverse": "barrier_reverse",
                  "reaction": "reaction_free_energy"}
+        mean = _scaled(model["mean_potential_kT"], kcal)
         doc["model_error"] = {
             "method": "the run's samples at its trajectory frames reweighted from the committee mean to each member "
-                      "(FEP through MBAR); error: standard deviation of the members' values",
+                      "(FEP through MBAR); error: standard deviation of the values of the members with a barrier",
             "source": model["source"], "n_frames": model["n_frames"], "min_effective_sample_size": model["min_ess"],
-            **{names[k]: {"error": model["std_kT"][k] * kcal, "range": [v * kcal for v in model["range_kT"][k]],
-                          "mean_potential_same_frames": model["mean_potential_kT"][k] * kcal, "unit": "kcal/mol"}
+            "members_with_barrier": model["members_with_barrier"],
+            **{names[k]: {"error": model["std_kT"][k] * kcal,
+                          "range": None if model["range_kT"][k] is None else [v * kcal for v in model["range_kT"][k]],
+                          "mean_potential_same_frames": mean[k], "unit": "kcal/mol"}
                for k in names},
             "members": [{"member": m["member"], "effective_sample_size": m["ess"],
                          "cv_transition_state": m["cv_ts"],
-                         **{names[k]: v * kcal for k, v in m["values_kT"].items()}} for m in model["members"]]}
+                         **{names[k]: v for k, v in _scaled(m["values_kT"], kcal).items()}} for m in model["members"]]}
     doc["config"] = config
     doc["provenance"] = {"run": analysis.provenance, "analysis": provenance}
     return _clean(doc)
@@ -199,11 +215,18 @@ def write_frames(analysis: Analysis, path: Path) -> bool:
     return True
 
 
-def summary_lines(analysis: Analysis, doc: dict) -> list[str]:
-    """The concise table printed by ``mlff fes``."""
-    r = doc["results"]
-    unit = analysis.cv_unit
-    lines = [f"free energy along {analysis.cv_name} ({unit}) at {analysis.temperature_K:g} K: {analysis.profiles[0].label}"]
+def _pm(entry: dict) -> str:
+    return "n/a" if entry["value"] is None else (f"{entry['value']:.2f}" + ("" if entry["error"] is None else
+                                                                         f" ± {entry['error']:.2f}"))
+
+
+def _barrier_lines(analysis: Analysis, r: dict) -> list[str]:
+    unit, b = analysis.cv_unit, r["barrier"]
+    boot = ("" if not b["bootstrap_resamples"] else
+            f" (a barrier in {b['bootstrap_resamples_with_barrier']} of {b['bootstrap_resamples']} bootstrap resamples)")
+    if not b["found"]:
+        return [f"  {b['no_barrier']}{boot}; no barrier, reaction free energy or rate is reported"]
+    lines = []
     for key, name in (("barrier_forward", "barrier (forward)"), ("barrier_reverse", "barrier (reverse)"),
                       ("reaction_free_energy", "reaction free energy")):
         e = r[key]
@@ -217,7 +240,16 @@ def summary_lines(analysis: Analysis, doc: dict) -> list[str]:
     ts = r["cv_transition_state"]
     ts_err = "" if ts.get("error") is None else f" ± {ts['error']:.2f}"
     lines.append(f"  minima at {r['cv_reactant_minimum']['value']:.2f} and {r['cv_product_minimum']['value']:.2f} {unit}; "
-                 f"TS at {ts['value']:.2f}{ts_err} {unit}")
+                 f"TS at {ts['value']:.2f}{ts_err} {unit}{boot}")
+    return lines
+
+
+def summary_lines(analysis: Analysis, doc: dict) -> list[str]:
+    """The concise table printed by ``mlff fes``; a profile without a barrier prints why, and no numbers."""
+    r = doc["results"]
+    title = (f"free energy along {analysis.cv_name} ({analysis.cv_unit}) at {analysis.temperature_K:g} K: "
+             f"{analysis.profiles[0].label}")
+    lines = [title, *_barrier_lines(analysis, r)]
     if "overlap" in doc:
         o = doc["overlap"]
         poor = [p for p in o["neighbour_pairs"] if p["poor"]]
@@ -227,25 +259,25 @@ def summary_lines(analysis: Analysis, doc: dict) -> list[str]:
     if "metad" in doc:
         m = doc["metad"]
         h = m["from_hills"]
-
-        def pm(entry):
-            return f"{entry['value']:.2f}" + ("" if entry["error"] is None else f" ± {entry['error']:.2f}")
-
-        lines.append(f"  from the hills: barrier {pm(h['barrier_forward'])}, reaction {pm(h['reaction'])} kcal/mol; "
-                     f"reweighting ESS "
-                     f"{m['effective_sample_size']:.0f} of {m['n_samples_used']} samples")
+        hills = (f"barrier {_pm(h['barrier_forward'])}, reaction {_pm(h['reaction'])} kcal/mol"
+                 if m["from_hills_no_barrier"] is None else m["from_hills_no_barrier"])
+        lines.append(f"  from the hills: {hills}; reweighting ESS {m['effective_sample_size']:.0f} of "
+                     f"{m['n_samples_used']} samples")
     if "level_reweighting" in doc:
         lv = doc["level_reweighting"]
-        err = lv["barrier_forward"]["error"]
-        lines.append(f"  at the single-point level: barrier {lv['barrier_forward']['value']:.2f}"
-                     f"{'' if err is None else f' ± {err:.2f}'}, reaction {lv['reaction_free_energy']['value']:.2f} "
-                     f"kcal/mol; ESS {lv['effective_sample_size']:.0f} of {lv['n_frames']} frames")
+        numbers = (f"barrier {_pm(lv['barrier_forward'])}, reaction {_pm(lv['reaction_free_energy'])} kcal/mol"
+                   if lv["no_barrier"] is None else lv["no_barrier"])
+        lines.append(f"  at the single-point level: {numbers}; ESS {lv['effective_sample_size']:.0f} of "
+                     f"{lv['n_frames']} frames")
     if "model_error" in doc:
         me = doc["model_error"]
-        b = me["barrier_forward"]
-        lines.append(f"  model error (committee of {len(me['members'])}, reweighted): barrier ± {b['error']:.2f} "
-                     f"(members {b['range'][0]:.2f} .. {b['range'][1]:.2f}), reaction ± "
-                     f"{me['reaction_free_energy']['error']:.2f} kcal/mol; smallest ESS "
-                     f"{me['min_effective_sample_size']:.0f} of {me['n_frames']} frames")
+        b, n = me["barrier_forward"], len(me["members"])
+        spread = ("" if b["range"] is None else f" (members {b['range'][0]:.2f} .. {b['range'][1]:.2f})")
+        err = "n/a" if b["error"] is None else f"{b['error']:.2f}"
+        rerr = me["reaction_free_energy"]["error"]
+        lines.append(f"  model error (committee of {n}, reweighted): barrier ± {err}{spread}, reaction ± "
+                     f"{'n/a' if rerr is None else f'{rerr:.2f}'} kcal/mol over the {me['members_with_barrier']} "
+                     f"members with a barrier; smallest ESS {me['min_effective_sample_size']:.0f} of "
+                     f"{me['n_frames']} frames")
     lines += [f"  warning: {w}" for w in analysis.warnings]
     return lines

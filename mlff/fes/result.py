@@ -24,15 +24,25 @@ class Profile:
 
 @dataclass
 class BarrierEstimate:
-    values_kT: dict  # barrier_forward, barrier_reverse, reaction
-    errors_kT: dict  # the error bar reported for each value (error_method)
+    """The barrier numbers of a profile, or why it has none (``no_barrier``; then the values, errors and
+    landmarks are None). The test is ``mlff.fes.barrier.locate``'s; bootstrap resamples apply it each."""
+
+    values_kT: dict | None  # barrier_forward, barrier_reverse, reaction
+    errors_kT: dict | None  # the error bar reported for each value (error_method)
     error_method: str
-    cv_reactant: float
-    cv_ts: float
-    cv_product: float
+    cv_reactant: float | None
+    cv_ts: float | None
+    cv_product: float | None
     errors_analytic_kT: dict | None = None
-    bootstrap_kT: dict | None = None  # [n] per value: the bootstrap distribution (for intervals of the rates)
+    bootstrap_kT: dict | None = None  # [n] per value: the bootstrap distribution (NaN where a resample has no barrier)
     cv_ts_error: float | None = None  # spread of the TS location over the bootstrap
+    no_barrier: str | None = None  # one line: why the profile has no barrier; None when it has one
+    resamples_with_barrier: int | None = None  # how many of the n_resamples bootstrap profiles have a barrier
+    n_resamples: int | None = None
+
+    @property
+    def found(self) -> bool:
+        return self.no_barrier is None
 
 
 @dataclass
@@ -43,7 +53,7 @@ class Analysis:
     cv_unit: str
     estimator: str  # one sentence naming the estimator and its settings
     profiles: list[Profile]  # the primary profile first
-    barrier: BarrierEstimate
+    barrier: BarrierEstimate  # of the primary profile; see its no_barrier
     warnings: list[str] = field(default_factory=list)
     windows: list[dict] = field(default_factory=list)  # umbrella: per window centre, kappa, samples, t0, g, kept
     overlap: dict | None = None  # umbrella: matrix [K, K], neighbour pairs, flags

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from mlff.errors import MLFFError
-from mlff.fes.barrier import barrier_numbers, barrier_numbers_rows, locate
+from mlff.fes.barrier import (KEYS, NoBarrier, barrier_numbers, barrier_numbers_rows, locate, resample_counts,
+                              resample_warnings, settings, spread)
 from mlff.fes.config import FESConfig
 from mlff.fes.mbar import analytic_covariance, bin_profile, bootstrap_profiles, fit_mbar, neighbour_overlap
 from mlff.fes.result import Analysis, BarrierEstimate, Profile
@@ -78,21 +79,27 @@ def _differences_error(cov: np.ndarray, i: int, j: int) -> float:
     return float(np.sqrt(max(cov[i, i] + cov[j, j] - 2.0 * cov[i, j], 0.0)))
 
 
-def _barrier(bin_cv, f, cov, boot, config: FESConfig, run) -> BarrierEstimate:
-    marks = locate(bin_cv, f, config.reactant, config.product, config.ts_region, cv=run.cv_name, unit=run.cv_unit)
+def _barrier(bin_cv, f, error, cov, boot, config: FESConfig, run) -> BarrierEstimate:
+    """The barrier of profile ``f`` (``error``: its bins' reported errors, for the noise test) with analytic
+    and bootstrap errors, or why there is none; the bootstrap resamples each pass the same test."""
+    criterion = settings(config)
+    rows = barrier_numbers_rows(bin_cv, boot, **criterion, error=error) if boot is not None else None
+    method = "bootstrap" if rows is not None else "analytic"
+    try:
+        marks = locate(bin_cv, f, **criterion, error=error, cv=run.cv_name, unit=run.cv_unit)
+    except NoBarrier as none:
+        return BarrierEstimate(None, None, method, None, None, None, no_barrier=str(none), **resample_counts(rows))
     values = barrier_numbers(f, marks)
     pairs = {"barrier_forward": (marks.ts, marks.reactant), "barrier_reverse": (marks.ts, marks.product),
              "reaction": (marks.product, marks.reactant)}
     analytic = {key: _differences_error(cov, *ij) for key, ij in pairs.items()}
-    boot_values, errors, method, ts_error = None, analytic, "analytic", None
-    if boot is not None:
-        rows = barrier_numbers_rows(bin_cv, boot, config.reactant, config.product, config.ts_region)
-        ts_error = float(np.nanstd(rows.pop("ts_cv"), ddof=1))
-        boot_values = rows
-        errors = {key: float(np.nanstd(v, ddof=1)) for key, v in rows.items()}
-        method = "bootstrap"
+    boot_values, errors, ts_error = None, analytic, None
+    if rows is not None:
+        errors = spread(rows)
+        ts_error = errors.pop("ts_cv")
+        boot_values = {key: rows[key] for key in KEYS}
     return BarrierEstimate(values, errors, method, float(bin_cv[marks.reactant]), float(bin_cv[marks.ts]),
-                           float(bin_cv[marks.product]), analytic, boot_values, ts_error)
+                           float(bin_cv[marks.product]), analytic, boot_values, ts_error, **resample_counts(rows))
 
 
 def _slice(windows: list[WindowSamples], fraction: float, backward: bool) -> list[np.ndarray] | None:
@@ -121,8 +128,8 @@ def _convergence(windows, fit, edges, bin_cv, config: FESConfig, beta: float) ->
                     part = fit_mbar(samples, _centers(windows), _kappas(windows), beta, initial_f_k=fit.f_k,
                                     keep_mbar=False)
                     f = bin_profile(part.x_n, part.log_w, edges)[0]
-                    marks = locate(bin_cv, f, config.reactant, config.product, config.ts_region)
-                    entry.update(barrier_numbers(f, marks), f_kT=f - np.nanmin(f))
+                    entry["f_kT"] = f - np.nanmin(f)
+                    entry.update(barrier_numbers(f, locate(bin_cv, f, **settings(config))))
                 except MLFFError as err:
                     entry["note"] = str(err)
             out[direction].append(entry)
@@ -174,8 +181,9 @@ def analyse_umbrella(run, config: FESConfig | None = None, committee: dict | Non
     profile = Profile("MBAR (histogram bins)", bin_cv, f - np.nanmin(f),
                       sigma_boot if boot is not None else sigma_analytic, "bootstrap" if boot is not None else "analytic",
                       sigma_analytic, counts, edges)
-    barrier = _barrier(bin_cv, f, cov, boot, config, run)
-    warnings = _warnings(overlap, config, windows, run)
+    barrier = _barrier(bin_cv, f, profile.error_kT, cov, boot, config, run)
+    warnings = _warnings(overlap, config, windows, run) + resample_warnings(barrier.found, barrier.resamples_with_barrier,
+                                                                       barrier.n_resamples)
     level = _level(run, points, edges, bin_cv, config, beta, warnings) if points is not None else None
     model = None
     if committee is not None:
@@ -224,13 +232,19 @@ def _level(run, points, edges, bin_cv, config: FESConfig, beta: float, warnings:
     out["profile"] = Profile(f"MBAR + FEP to the single-point level ({out['n_frames']} frames)", bin_cv,
                              f - np.nanmin(f), error, "bootstrap" if rows is not None else "none",
                              None, out["counts"], edges, key="F_target_level")
-    marks = locate(bin_cv, f, config.reactant, config.product, config.ts_region, cv=run.cv_name, unit=run.cv_unit)
-    out["values_kT"] = barrier_numbers(f, marks)
-    out["cv_ts"] = float(bin_cv[marks.ts])
-    out["errors_kT"] = {k: float("nan") for k in out["values_kT"]}
-    if rows is not None:
-        boot = barrier_numbers_rows(bin_cv, rows, config.reactant, config.product, config.ts_region)
-        out["errors_kT"] = {k: float(np.nanstd(boot[k], ddof=1)) for k in out["values_kT"]}
+    criterion = settings(config)
+    boot = barrier_numbers_rows(bin_cv, rows, **criterion, error=error) if rows is not None else None
+    out.update(resample_counts(boot))
+    try:
+        marks = locate(bin_cv, f, **criterion, error=error, cv=run.cv_name, unit=run.cv_unit)
+    except NoBarrier as none:
+        out.update(values_kT=None, errors_kT=None, cv_ts=None, no_barrier=str(none))
+    else:
+        out.update(values_kT=barrier_numbers(f, marks), cv_ts=float(bin_cv[marks.ts]), no_barrier=None,
+                   errors_kT=({k: float("nan") for k in KEYS} if boot is None else
+                              {k: v for k, v in spread(boot).items() if k != "ts_cv"}))
+    warnings += resample_warnings(out["no_barrier"] is None, out.get("resamples_with_barrier"), out.get("n_resamples"),
+                                  "the single-point-level profile")
     if out["ess_target"] < max(30.0, 0.1 * out["n_frames"]):
         warnings.append(f"reweighting to the single-point level keeps an effective sample size of "
                         f"{out['ess_target']:.0f} of {out['n_frames']} frames: the two levels sample different "

@@ -242,30 +242,45 @@ _RUN = {"explore": _explore, "select": _select, "label": _label, "calibrate": _c
 
 
 # -- the run ------------------------------------------------------------------------------------------------
-def _check_run(out: Path, config: LearnConfig, resume: bool) -> None:
+def _nothing_begun(out: Path) -> str:
+    """A hint for a run directory that holds learn.json and nothing else (a run refused after writing it, by an
+    mlff that checked its config late): it may be started afresh. "" when the run has begun."""
+    if any(p.name not in ("learn.json", ".lock") for p in out.iterdir()):
+        return ""
+    return f" (it has begun nothing: delete {out / 'learn.json'} to start it afresh with another config)"
+
+
+def _check_run(out: Path, config: LearnConfig, resume: bool, *, write: bool = True) -> None:
+    """Refuse a second run in ``out`` and a resume with a changed config; with ``write``, record learn.json (a new
+    run) or the steering of explore/select (a resume). ``write=False`` only reads: the checks before ``out`` is
+    created or locked."""
     from mlff.provenance import provenance
 
     path = out / "learn.json"
     mine = json.loads(json.dumps(config.to_dict(), default=str))
     if not resume:
         if path.is_file():
-            raise MLFFError(f"{out} already holds a learning run; pass --resume to continue it, or choose another out")
-        write_json(path, {"config": mine, "provenance": provenance()})
+            raise MLFFError(f"{out} already holds a learning run; pass --resume to continue it, or choose another out"
+                            + _nothing_begun(out))
+        if write:
+            write_json(path, {"config": mine, "provenance": provenance()})
         return
     if not path.is_file():
         raise MLFFError(f"nothing to resume in {out} (no learn.json); start the run without --resume")
-    record = read_json(path)
-    saved = record["config"]
+    saved = read_json(path)["config"]
     changed = sorted(k for k in set(saved) | set(mine)
                      if k not in _RESUMABLE_KEYS + _STEERING_KEYS and saved.get(k) != mine.get(k))
     if changed:
         raise MLFFError(f"cannot resume {out}: the config changed since the run started ({', '.join(changed)}); only "
-                        f"{', '.join(_RESUMABLE_KEYS + _STEERING_KEYS)} may change")
+                        f"{', '.join(_RESUMABLE_KEYS + _STEERING_KEYS)} may change: resume with the settings in "
+                        f"{path}, or start a new run in another out" + _nothing_begun(out))
     steered = [k for k in _STEERING_KEYS if saved.get(k) != mine.get(k)]
-    if steered:
+    point = _steering_point(out, steered) if steered else None  # refuses an exploration part-way
+    if steered and write:
+        record = read_json(path)
         record["config"] = {**saved, **{k: mine.get(k) for k in steered}}
         record.setdefault("steering", []).append(
-            {"keys": steered, "from": _steering_point(out, steered), "before": {k: saved.get(k) for k in steered}})
+            {"keys": steered, "from": point, "before": {k: saved.get(k) for k in steered}})
         write_json(path, record)
 
 
@@ -291,12 +306,22 @@ def _steering_point(out: Path, keys: list[str]) -> dict:
 
 
 def _preflight(config: LearnConfig) -> None:
-    """The datasets the run reads later, checked before any label is paid for."""
+    """Everything the run reads later, checked before anything is written or a label paid for: the datasets, the
+    initial potential, the structure, and the oracle against it (``check_labeler``: its basis for every element,
+    charge and multiplicity, its code installed; no calculation)."""
+    from mlff.data.labelers import check_labeler
     from mlff.data.store import Dataset
+    from mlff.md.config import read_structure
 
     for key, path in (("test.path", config.test.path), ("retrain.replay", config.retrain.replay)):
         if path is not None and not Path(path).is_file():
             raise MLFFError(f"{key}: no dataset at {path}")
+    if config.initial.train is not None:
+        from mlff.train.config import check_inputs, train_config
+
+        check_inputs(train_config(config.initial.train, "initial.train"), "initial.train")
+    if config.initial.potential is not None:
+        _given_potential(config)
     if config.retrain.replay is not None:
         from mlff.learn.retrain import replay_heads
 
@@ -310,6 +335,7 @@ def _preflight(config: LearnConfig) -> None:
         if n == 0:
             raise MLFFError(f"test.path: {config.test.path} holds no records"
                             + (f" tagged {config.test.tag!r}" if config.test.tag else ""))
+    check_labeler(dict(config.label.oracle), [read_structure(config.structure)])
 
 
 def _initial(config: LearnConfig, out: Path) -> dict:
@@ -323,14 +349,19 @@ def _initial(config: LearnConfig, out: Path) -> dict:
     return result
 
 
+def _given_potential(config: LearnConfig) -> str:
+    """The directory of ``initial.potential`` (a path or a shipped name); MLFFError when it holds none."""
+    from mlff.models.store import resolve_potential_path
+
+    path = resolve_potential_path(config.initial.potential)
+    if not (path / "potential.json").is_file():
+        raise MLFFError(f"initial.potential: no potential directory at {path} (no potential.json)")
+    return str(path)
+
+
 def _initial_potential(config: LearnConfig, out: Path) -> dict:
     if config.initial.potential is not None:
-        from mlff.models.store import resolve_potential_path
-
-        path = resolve_potential_path(config.initial.potential)
-        if not (path / "potential.json").is_file():
-            raise MLFFError(f"initial.potential: no potential directory at {path} (no potential.json)")
-        return {"status": "done", "potential": str(path)}
+        return {"status": "done", "potential": _given_potential(config)}
     from mlff.learn.retrain import train_initial
 
     return train_initial(config, out)
@@ -366,17 +397,20 @@ def _finish(out: Path, status: str, **fields) -> dict:
 
 def run_learning(config: LearnConfig | dict | str | Path, *, resume: bool = False) -> dict:
     """Run (or resume) the active-learning loop of ``config``; returns (and writes) ``OUT/summary.json``:
-    status "finished" (with the stop reason and the final potential) or "interrupted" (resume later)."""
+    status "finished" (with the stop reason and the final potential) or "interrupted" (resume later).
+    Nothing is written into ``OUT`` before the whole config (``_preflight``, the oracle included) and the run
+    directory (``_check_run``) have been checked; learn.json is written under the run's lock."""
     from mlff.lock import WriterLock
 
     if isinstance(config, (str, Path)):
         config = load_learn_config(config)
     config = learn_config(config)
     out = Path(config.out)
+    _preflight(config)  # the whole config, the oracle included: a refused run leaves out as it was
+    _check_run(out, config, resume, write=False)
     out.mkdir(parents=True, exist_ok=True)
     with WriterLock(out / ".lock", f"learning run {out}"):
-        _check_run(out, config, resume)
-        _preflight(config)
+        _check_run(out, config, resume)  # again, now that no other process can start a run here
         return _run(config, out)
 
 

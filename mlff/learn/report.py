@@ -4,7 +4,8 @@ the xi profile and barrier of the umbrella explore run (when there is one); then
 
 Stop criteria, checked after every iteration in this order: the label budget is spent; ``max_iterations``;
 fewer than ``min_uncertain`` uncertain frames in this and the previous iteration; the barrier moved by
-less than ``barrier_tol_kcal_mol`` since the previous iteration.
+less than ``barrier_tol_kcal_mol`` since the previous iteration (both profiles must have a barrier: a profile
+without one never stops the loop).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def test_errors(potential, path: str | None, regions: dict, tag: str | None = No
 
 
 def profile_of(config: LearnConfig, run_dir: Path) -> dict | None:
-    """The MBAR profile and barrier (kcal/mol) of the umbrella explore run; a failed analysis is recorded."""
+    """The MBAR profile and barrier (kcal/mol) of the umbrella explore run; a failed analysis is recorded, and a
+    profile without a barrier (``mlff.fes.barrier``'s test) gives None numbers and the reason (``no_barrier``)."""
     if config.explore.umbrella is None or not (run_dir / "bias.json").is_file():
         return None
     from mlff.fes import load_fes_config, run_fes
@@ -72,7 +74,8 @@ def profile_of(config: LearnConfig, run_dir: Path) -> dict | None:
     cv_key = next(k for k in profile if k.startswith("cv_"))
     return {"barrier_kcal_mol": results["barrier_forward"]["value"], "barrier_error_kcal_mol":
             results["barrier_forward"]["error"], "reaction_kcal_mol": results["reaction_free_energy"]["value"],
-            "xi_A": profile[cv_key], "F_kcal_mol": profile["F_kcal_per_mol"]}
+            "no_barrier": results["barrier"]["no_barrier"], "xi_A": profile[cv_key],
+            "F_kcal_mol": profile["F_kcal_per_mol"]}
 
 
 def _barrier(report: dict | None) -> float | None:

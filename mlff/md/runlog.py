@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from mlff.appendonly import bad_line, complete_lines, repair_torn_tail
+from mlff.errors import MLFFError
 from mlff.provenance import provenance
 
 __all__ = ["CsvLog", "Progress", "read_log"]
@@ -23,7 +25,11 @@ class CsvLog:
         if restart_step is None or not self.path.exists():
             self._rewrite([])
         else:
+            repair_torn_tail(self.path)  # a kill during a flush leaves half a row: cut off (and said so)
             kept = [row for row in read_log(self.path) if row["step"] <= restart_step]
+            missing = [c for c in self.columns if kept and c not in kept[0]]
+            if missing:
+                raise MLFFError(f"{self.path} has no column {missing[0]!r}, which this run writes: not this run's log")
             self._rewrite([[row[c] for c in self.columns] for row in kept])
 
     def _rewrite(self, rows) -> None:
@@ -46,12 +52,27 @@ class CsvLog:
 
 
 def read_log(path) -> list[dict]:
-    """The rows of a log.csv as dicts of floats (step and system as ints)."""
-    with open(path) as handle:
-        lines = [line for line in handle if not line.startswith("#")]
+    """The rows of a log.csv as dicts of floats (step and system as ints). A torn last row (a kill during a
+    flush) is skipped and said so; any other malformed row is one MLFFError naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise MLFFError(f"no log at {path}")
+    lines = [(number, line) for number, line in complete_lines(path) if line and not line.startswith("#")]
+    if not lines:
+        return []
+    columns = next(csv.reader([lines[0][1]]))
     rows = []
-    for row in csv.DictReader(lines):
-        rows.append({k: (int(float(v)) if k in ("step", "system") else float(v)) for k, v in row.items()})
+    for number, line in lines[1:]:
+        values = next(csv.reader([line]))
+        if len(values) != len(columns):
+            raise bad_line(path, number, f"has {len(values)} values, the header names {len(columns)} columns")
+        row = {}
+        for column, value in zip(columns, values):
+            try:
+                row[column] = int(float(value)) if column in ("step", "system") else float(value)
+            except ValueError:
+                raise bad_line(path, number, f"has {value!r} for {column}, not a number") from None
+        rows.append(row)
     return rows
 
 

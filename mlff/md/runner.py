@@ -221,10 +221,24 @@ def run_md(config: MDConfig | dict | str | Path, *, resume: bool = False, atoms=
     a given engine runs (``potential_pins``), recorded and checked on resume as for a potential the config names."""
     if not isinstance(config, MDConfig):
         config = load_md_config(config)
+    if engine is None:  # the structure and the potential the config names: refused before out is touched
+        atoms = atoms if atoms is not None else read_structure(config.structure)
+        if potential is None:
+            _check_potential(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     with WriterLock(out / ".lock", f"MD run {out}"):
         return _run_md(config, out, resume, atoms, potential, engine, show_progress, pins)
+
+
+def _check_potential(config: MDConfig) -> None:
+    """A potential named by the config is a potential directory or shipped name (``load_potential``'s one-line
+    error otherwise, raised before it reads any weights); the weights are loaded under the run's lock."""
+    if config.potential is None or isinstance(config.potential, (str, Path)):
+        from mlff.models.store import resolve_potential_path
+
+        if config.potential is None or not (resolve_potential_path(config.potential) / "potential.json").is_file():
+            make_potential(config, None)
 
 
 def _run_md(config: MDConfig, out: Path, resume: bool, atoms, potential, engine, show_progress, pins) -> dict:
@@ -262,7 +276,19 @@ def _run_md(config: MDConfig, out: Path, resume: bool, atoms, potential, engine,
                "drift_eV_per_atom_per_ps": drift.per_atom_per_ps(atoms_per_system), "resumed": restart_step is not None,
                "config": config.to_dict(), "inputs": pins, "provenance": provenance()}
     if done == 0 and restart_step is not None and (out / FILES["run"]).is_file():
-        previous = json.loads((out / FILES["run"]).read_text())  # nothing ran: keep the speed measured before
+        previous = _previous_summary(out / FILES["run"])  # nothing ran: keep the speed measured before
         summary.update({k: previous[k] for k in SPEED if k in previous})
-    (out / FILES["run"]).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    tmp = out / (FILES["run"] + ".tmp")  # whole or not at all: readers (mlff learn, hpc status) never see half
+    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    tmp.replace(out / FILES["run"])
     return summary
+
+
+def _previous_summary(path: Path) -> dict:
+    """The run.json a resume replaces ({} when it is unreadable: it only lends its speed numbers)."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        print(f"mlff: note: {path} is unreadable (damaged); its speed numbers are not carried over", file=sys.stderr)
+        return {}
+    return previous if isinstance(previous, dict) else {}

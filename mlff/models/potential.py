@@ -10,7 +10,7 @@ from mlff.errors import MLFFError
 from mlff.models.config import ModelConfig, config_from_mace, mace_kwargs, model_config
 from mlff.models.graph import Graph
 
-__all__ = ["Potential", "node_descriptors"]
+__all__ = ["Potential", "hessian", "node_descriptors"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -207,6 +207,35 @@ class Potential(torch.nn.Module):
         if not training:
             out = {k: v.detach() for k, v in out.items()}
         return out
+
+
+def hessian(potential: Potential, atoms, *, indices=None) -> "np.ndarray":
+    """[3n, 3n] eV/Å² second derivatives of the committee-mean energy at ``atoms`` by autograd (double
+    backward through the members, the base model included), over the atoms ``indices`` (default: all; e.g.
+    the moving atoms of a cluster with fixed ones: a partial Hessian), symmetrised. The neighbour graph is
+    built at ``atoms`` (second derivatives are local)."""
+    import numpy as np
+
+    from mlff.models.graph import batch_atoms
+
+    indices = np.arange(len(atoms)) if indices is None else np.asarray(indices, dtype=np.int64)
+    graph = batch_atoms([atoms], potential.cutoff, device=potential.device, dtype=potential.dtype)
+    with torch.enable_grad():
+        positions = graph.positions.detach().requires_grad_(True)
+        data = potential._mace_input(graph, positions, graph.cell)
+        energy = torch.stack([m(dict(data), training=True, compute_force=False)["energy"]
+                              for m in potential.members]).mean(0).sum()
+        if potential.base is not None:
+            base_data = potential.base._mace_input(graph, positions, graph.cell)
+            energy = energy + torch.stack([m(dict(base_data), training=True, compute_force=False)["energy"]
+                                           for m in potential.base.members]).mean(0).sum()
+        (gradient,) = torch.autograd.grad(energy, positions, create_graph=True)
+        rows = gradient[torch.as_tensor(indices, device=positions.device)].reshape(-1)
+        columns = torch.as_tensor(indices, device=positions.device)
+        out = torch.stack([torch.autograd.grad(rows[k], positions, retain_graph=k < len(rows) - 1)[0][columns].reshape(-1)
+                           for k in range(len(rows))])
+    out = out.detach().double().cpu().numpy()
+    return 0.5 * (out + out.T)
 
 
 def _invariant_columns(member) -> torch.Tensor:

@@ -13,8 +13,8 @@ from pathlib import Path
 from mlff.config import checked, device_setting, from_dict, load_yaml
 from mlff.errors import MLFFError
 
-__all__ = ["DataConfig", "LossConfig", "OptimConfig", "StageTwoConfig", "TrainConfig", "load_train_config",
-           "train_config"]
+__all__ = ["DataConfig", "LossConfig", "OptimConfig", "StageTwoConfig", "TrainConfig", "check_inputs",
+           "load_train_config", "train_config"]
 
 
 @dataclass
@@ -160,6 +160,27 @@ def _check(c: TrainConfig, where: str) -> None:
             model_config(c.model)
         except MLFFError as err:
             raise MLFFError(f"{where}: {err}") from None
+
+
+def check_inputs(c: TrainConfig, where: str = "train config") -> None:
+    """The files a training reads, checked before its run directory is touched (nothing is loaded): every
+    dataset of data.paths is an mlff dataset, init_from a model file or potential directory, base a potential
+    directory (or shipped name), an e0s dataset of isolated atoms exists."""
+    from mlff.data.store import Dataset
+    from mlff.models.store import resolve_potential_path
+
+    for path in c.data.paths:
+        try:
+            Dataset(path)
+        except MLFFError as err:
+            raise MLFFError(f"{where}: data.paths: {err}") from None
+    if c.init_from is not None and not (Path(c.init_from).is_file() or (Path(c.init_from) / "potential.json").is_file()):
+        raise MLFFError(f"{where}: init_from: no model file or potential directory at {c.init_from}")
+    if c.base is not None and not (resolve_potential_path(c.base) / "potential.json").is_file():
+        raise MLFFError(f"{where}: base: no potential directory (or shipped potential) {c.base!r}")
+    if isinstance(c.e0s, str) and c.e0s not in ("fit", "model", "shift") and not Path(c.e0s).is_file():
+        raise MLFFError(f"{where}: e0s: no dataset of isolated atoms at {c.e0s}; expected fit, model, shift, "
+                        "{symbol: eV} or such a dataset")
 
 
 def load_train_config(path, *, out: str | None = None) -> TrainConfig:

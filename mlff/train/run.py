@@ -14,7 +14,7 @@ from mlff.errors import MLFFError
 from mlff.models.config import model_config
 from mlff.models.potential import Potential, _dtype
 from mlff.signals import RESUMABLE, record_exit
-from mlff.train.config import TrainConfig, train_config
+from mlff.train.config import TrainConfig, check_inputs, train_config
 from mlff.train.data import Records, build_graphs, check_species, load_records
 from mlff.train.ddp import Dist, setup, teardown
 from mlff.train.e0s import average_neighbors, fit_e0s, scale_shift
@@ -179,7 +179,7 @@ def _check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     if resume:
         if not saved.is_file():
             raise MLFFError(f"nothing to resume in {run_dir} (no config.json); run without --resume")
-        before = {k: v for k, v in json.loads(saved.read_text())["config"].items() if k in mine}
+        before = {k: v for k, v in _read_json(saved, "config").items() if k in mine}
         changed = sorted(k for k in mine if json.dumps(mine[k], sort_keys=True) != json.dumps(before.get(k), sort_keys=True))
         if changed:
             raise MLFFError(f"cannot resume {run_dir}: the config changed since the run started ({', '.join(changed)})")
@@ -216,6 +216,7 @@ def train(config: TrainConfig | dict, *, resume: bool = False, on_step=None, mem
     task per member); the potential is written by a run of all members (``resume=True``) afterwards.
     """
     config = train_config(config)
+    check_inputs(config)  # a missing dataset or model is refused before the run directory is touched
     if config.deterministic:  # CUDA scatter/index_add otherwise sum in a run-dependent order
         import os
 
@@ -257,7 +258,7 @@ def _check_data(run_dir: Path, records: Records, resume: bool, dist: Dist) -> No
     """data.json pins the content checksum of every dataset a run started with; a resume refuses changes."""
     saved = run_dir / "data.json"
     if resume and saved.is_file():
-        before = json.loads(saved.read_text())["datasets"]
+        before = _read_json(saved, "datasets")
         for old, new in zip(before, records.sources):
             if old["sha256"] != new["sha256"]:
                 raise MLFFError(f"cannot resume {run_dir}: dataset {new['path']} changed since the run started "
@@ -265,7 +266,18 @@ def _check_data(run_dir: Path, records: Records, resume: bool, dist: Dist) -> No
                                 "train into a new --out")
         return
     if dist.main:
-        saved.write_text(json.dumps({"datasets": records.sources}, indent=2) + "\n")
+        tmp = saved.with_name(".data.json.tmp")  # whole or not at all: a kill while writing leaves no half file
+        tmp.write_text(json.dumps({"datasets": records.sources}, indent=2) + "\n")
+        tmp.replace(saved)
+
+
+def _read_json(path: Path, key: str):
+    """``key`` of a run's JSON file; a damaged file is one MLFFError naming it."""
+    try:
+        return json.loads(path.read_text())[key]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise MLFFError(f"{path} is damaged ({type(err).__name__}: {err}); it should hold {key!r}: restore it, or "
+                        "train into a new --out") from None
 
 
 def _train(config: TrainConfig, dist: Dist, resume: bool, on_step, members=None) -> TrainResult:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 
 from mlff.data.labelers.ase_calc import ASELabeler
-from mlff.data.labelers.base import LabelResult, Labeler, charge_and_multiplicity
+from mlff.data.labelers.base import Labeler, LabelResult, charge_and_multiplicity
 from mlff.data.labelers.pyscf import PySCFLabeler
 from mlff.data.labelers.xtb import XTBLabeler
 from mlff.errors import MLFFError
 
-__all__ = ["ASELabeler", "LabelResult", "Labeler", "PySCFLabeler", "XTBLabeler", "charge_and_multiplicity", "make_labeler"]
+__all__ = ["ASELabeler", "LabelResult", "Labeler", "PySCFLabeler", "XTBLabeler", "charge_and_multiplicity",
+           "check_labeler", "check_structures", "make_labeler"]
 
 _BACKENDS = ("pyscf", "gpu4pyscf", "xtb", "ase")
 
@@ -50,3 +52,20 @@ def make_labeler(spec: dict) -> Labeler:
                           level={"method": "EMT", "code": "ase", "code_version": ase.__version__})
     _reject_unknown(options, set(inspect.signature(PySCFLabeler).parameters) - {"device"}, backend)
     return PySCFLabeler(**options, device="gpu" if backend == "gpu4pyscf" else "cpu")
+
+
+def check_structures(labeler: Labeler, structures: Sequence) -> None:
+    """``labeler.check(structures)`` where the backend has one (PySCF, GFN2-xTB): MLFFError, without running a
+    calculation, for what would fail every label (an unknown basis or one without an element of the structures,
+    an impossible charge or multiplicity, a missing code)."""
+    check = getattr(labeler, "check", None)
+    if callable(check):
+        check(structures)
+
+
+def check_labeler(spec: dict, structures: Sequence = ()) -> Labeler:
+    """The labeller of ``spec`` (``make_labeler``: backend, keys, functional, dispersion, options), checked
+    against ``structures`` by ``check_structures``; nothing is computed and nothing is written."""
+    labeler = make_labeler(spec)
+    check_structures(labeler, structures)
+    return labeler

@@ -31,6 +31,9 @@ class Labeler(Protocol):
     def compute(self, atoms) -> LabelResult:
         """Energy and forces of ``atoms`` (charge and multiplicity from ``atoms.info``)."""
 
+    # optional: ``check(structures) -> None`` raises MLFFError, without running a calculation, for what would
+    # fail every label of ``structures`` (an unknown basis, a missing code); ``mlff.data.labelers.check_labeler``
+
 
 def charge_and_multiplicity(atoms) -> tuple[int, int]:
     """Total charge (e) and spin multiplicity from ``atoms.info`` (defaults 0 and 1), checked for parity."""

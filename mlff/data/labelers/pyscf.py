@@ -223,7 +223,23 @@ class PySCFLabeler:
                                        verbose=self.verbose, **extra)
         except Exception as err:  # unknown basis / element: the same for every structure, so a user error
             raise MLFFError(f"cannot build {atoms.get_chemical_formula()} in basis {self.basis!r} "
-                            f"({_one_line(err)})") from None
+                            f"({_one_line(err)}); expected a basis PySCF knows for every element, e.g. "
+                            "'def2-svp'") from None
+
+    def check(self, structures) -> None:
+        """Refuse now, without a calculation, what would fail every label of ``structures``: a basis PySCF does
+        not know (or that lacks one of their elements), an impossible charge or multiplicity, a periodic
+        structure. Builds one molecule (no SCF) per distinct composition, charge and multiplicity."""
+        seen = set()
+        for k, atoms in enumerate(structures):
+            try:
+                charge, multiplicity = charge_and_multiplicity(atoms)
+            except MLFFError as err:
+                raise MLFFError(f"structure {k}: {err}") from None
+            key = (tuple(int(z) for z in atoms.numbers), charge, multiplicity, bool(np.any(atoms.pbc)))
+            if key not in seen:
+                seen.add(key)
+                self._molecule(atoms, charge, multiplicity)
 
     def _mean_field(self, mol, restricted: bool):
         scf, dft = self._backend.scf, self._backend.dft

@@ -54,3 +54,16 @@ class XTBLabeler(ASELabeler):
 
     def __repr__(self) -> str:
         return f"XTBLabeler(solvent_eps={self.solvent_eps!r})"
+
+    def check(self, structures) -> None:
+        """Refuse now, without a calculation, what would fail every label: tblite missing, an impossible charge
+        or multiplicity of one of ``structures``."""
+        try:
+            import tblite.ase  # noqa: F401
+        except ImportError as error:
+            raise MLFFError(f"GFN2-xTB needs tblite: pip install 'mlff[data]' ({error})") from None
+        for k, atoms in enumerate(structures):
+            try:
+                charge_and_multiplicity(atoms)
+            except MLFFError as err:
+                raise MLFFError(f"structure {k}: {err}") from None

@@ -107,20 +107,21 @@ def test_the_shipped_workflow_configs_load(name, barrier_tol, monkeypatch):
         assert config.label.workers == 2 and config.label.calibration.endswith("numerics_fast_small.json")
 
 
-def test_replay_at_another_level_than_the_oracle_goes_to_a_head_of_its_own(tmp_path):
+def test_replay_at_another_level_than_the_oracle_goes_to_a_head_of_its_own(tmp_path, xtb_sets):
     from learn_helpers import REPO
 
     from mlff.learn.loop import _preflight
     from mlff.learn.retrain import replay_heads
 
     dft = str(REPO / "data" / "fdh-cluster" / "fdh_small.h5")
-    config = learn_config(learn_dict(tmp_path, SETS, retrain={"train": {}, "replay": dft}, test={"path": None}))
+    sets = {**SETS, "seed": xtb_sets["seed"]}  # _preflight checks the initial training's datasets too
+    config = learn_config(learn_dict(tmp_path, sets, retrain={"train": {}, "replay": dft}, test={"path": None}))
     _preflight(config)  # the xTB oracle with DFT replay data: fine, in two heads
     assert replay_heads(config) == ["gfn2-xtb", "dft"]  # the committee's own head first (data.heads)
     same = learn_config(learn_dict(tmp_path, SETS, retrain={"train": {}, "replay": dft}, test={"path": None},
                                    label={"oracle": {"backend": "pyscf"}}))
     assert replay_heads(same) is None  # the oracle's own level: one head
-    scratch = learn_config(learn_dict(tmp_path, SETS, retrain={"train": {"model": {"species": ["H", "C", "N", "O"]}},
+    scratch = learn_config(learn_dict(tmp_path, sets, retrain={"train": {"model": {"species": ["H", "C", "N", "O"]}},
                                                              "replay": dft, "from_scratch": True},
                                       test={"path": None}))
     with pytest.raises(MLFFError, match="head of its own.*from_scratch"):

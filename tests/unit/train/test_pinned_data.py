@@ -1,5 +1,6 @@
-"""Training pins its data: a resume refuses a dataset whose content changed, the potential records the
-checksum of the data it was trained on, and `mlff train` exits 75 after SIGTERM/SIGUSR1 like `mlff md`."""
+"""Training pins its data: a resume refuses a dataset whose content changed (or a damaged data.json, in one
+line), the potential records the checksum of the data it was trained on, and `mlff train` exits 75 after
+SIGTERM/SIGUSR1 like `mlff md`."""
 
 from __future__ import annotations
 
@@ -33,8 +34,15 @@ def test_resume_refuses_changed_data_and_the_potential_records_its_checksum(smal
     with pytest.raises(MLFFError, match=rf"dataset {data} changed since the run started \(checksum "
                                         rf"{started[:16]} then, {Dataset(data).checksum()[:16]} now\)"):
         train(cfg, resume=True)
-    shutil.copy(emt_dataset, data)  # the data it started with: the run goes on
-    done = train(cfg, resume=True)
+    shutil.copy(emt_dataset, data)  # the data it started with
+    for name in ("data.json", "config.json"):  # a damaged run file is one line naming it, not a traceback
+        path = tmp_path / "run" / name
+        saved = path.read_text()
+        path.write_text(saved[: len(saved) // 2])
+        with pytest.raises(MLFFError, match=rf"{name} is damaged \(JSONDecodeError: .*\); it should hold"):
+            train(cfg, resume=True)
+        path.write_text(saved)
+    done = train(cfg, resume=True)  # the run goes on
     card = json.loads((done.potential_dir / "potential.json").read_text())
     assert [d["sha256"] for d in card["metadata"]["training"]["data"]] == [started]
     assert started in card["metadata"]["training_data"]
