@@ -120,6 +120,9 @@ def _md_config(config: UmbrellaConfig, replicas: int):
     from mlff.md.config import load_md_config
 
     md = {"integrator": "langevin", "trajectory_every": 100, **config.md}
+    if int(md.get("beads", 1)) > 1:  # issue 35: biases on the ring polymer's centroid are not built yet
+        raise MLFFError(f"md.beads: {md['beads']}: path-integral umbrella windows (biases on the centroid) are not "
+                        "available yet; run mlff md with beads, or umbrella windows without")
     return load_md_config({**md, "structure": config.structure, "out": config.out, "replicas": replicas,
                            "steps": config.equilibration_steps + config.production_steps,
                            "potential": None if config.potential == XTB else config.potential})

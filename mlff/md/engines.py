@@ -126,6 +126,26 @@ class BatchEngine:
         with _jit_mode(self.state.device):
             self._step(self.state, self.model)
 
+    def output_state(self):
+        """The state the runner records and monitors: the physical systems (the ring polymers' centroids with
+        path integrals; the state itself without)."""
+        if self.ring is None:
+            return self.state
+        from mlff.md.pimd import centroid_state
+
+        return centroid_state(self.state, self.ring)
+
+    def observables(self) -> dict[str, torch.Tensor]:
+        """Per physical system [S]: with path integrals, the centroid-virial and primitive quantum kinetic
+        energies and the spring energy (eV); nothing more without."""
+        if self.ring is None:
+            return {}
+        from mlff.md.pimd import ring_polymer_observables
+
+        obs = ring_polymer_observables(self.state, self.ring)
+        return {"kinetic_energy_virial": obs["kinetic_virial"], "kinetic_energy_primitive": obs["kinetic_primitive"],
+                "spring_energy": obs["spring"]}
+
     def conserved_energy(self) -> torch.Tensor | None:
         """[S] eV the quantity the integrator conserves (None for Langevin)."""
         s = self.state

@@ -190,6 +190,38 @@ def ring_polymer_observables(state: MDState, rp: RingPolymer) -> dict:
             "potential": potential, "spring": spring}
 
 
+def centroid_state(state: MDState, rp: RingPolymer) -> MDState:
+    """The physical systems of a ring-polymer state as a state of S systems (what the runner records and
+    monitors): centroid positions and velocities, the bead-mean energy and forces (the centroid's), the largest
+    committee spread over the beads, each system's first bead's cell, temperature, xi atoms and info."""
+    S, P = rp.n_physical, rp.beads
+    n = state.positions.shape[0] // (S * P)
+
+    def mean(x):
+        return _beads_view(x, rp).mean(1).reshape(-1, *x.shape[1:])
+
+    def first(x):  # per-system tensors [S * P, ...]
+        return x.view(S, P, *x.shape[1:])[:, 0]
+
+    def first_atoms(x):  # per-atom tensors [S * P * N, ...]
+        return _beads_view(x, rp)[:, 0].reshape(-1, *x.shape[1:])
+
+    xi_atoms = None
+    if state.xi_atoms is not None:
+        shift = torch.arange(S, device=state.device) * (P - 1) * n  # bead 0 of system s starts at s P N; now s N
+        xi_atoms = first(state.xi_atoms) - shift.unsqueeze(-1)
+    return MDState(
+        positions=mean(state.positions), velocities=mean(state.velocities), masses=first_atoms(state.masses),
+        numbers=first_atoms(state.numbers), cell=first(state.cell), pbc=first(state.pbc),
+        system_idx=torch.repeat_interleave(torch.arange(S, device=state.device), n), fixed=first_atoms(state.fixed),
+        forces=mean(state.forces), energy=state.energy.view(S, P).mean(1), temperature_K=first(state.temperature_K),
+        chain_positions=first(state.chain_positions), chain_velocities=first(state.chain_velocities),
+        chain_masses=first(state.chain_masses), generator=state.generator, step=state.step,
+        energy_std=None if state.energy_std is None else state.energy_std.view(S, P).amax(1),
+        forces_std=None if state.forces_std is None else _beads_view(state.forces_std, rp).amax(1).reshape(-1),
+        xi_atoms=xi_atoms, info=state.info[::P])
+
+
 def harmonic_bead_variance(beads: int, omega_per_fs: float, mass_amu: float, temperature_K: float) -> float:
     """Exact <x^2> (Å^2) of one Cartesian component of a bead of a ``beads``-bead ring polymer in the
     harmonic well m omega^2 x^2 / 2 at T: sum_k k_B T / (m (omega^2 + omega_k^2)); P = 1 is classical, and

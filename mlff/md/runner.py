@@ -49,9 +49,15 @@ def make_potential(config: MDConfig, atoms):
     return mlff.load_potential(str(config.potential), dtype=config.dtype)
 
 
-def _observables(engine) -> dict[str, torch.Tensor]:
+def _view(engine):
+    """The state the outputs and monitors see: the physical systems (path integrals: the centroids)."""
+    output_state = getattr(engine, "output_state", None)
+    return engine.state if output_state is None else output_state()
+
+
+def _observables(engine, s=None) -> dict[str, torch.Tensor]:
     """Per-system scalars [S] of the current state (device tensors)."""
-    s = engine.state
+    s = _view(engine) if s is None else s
     kinetic = s.kinetic_energy()
     obs = {"potential_energy": s.energy, "kinetic_energy": kinetic, "total_energy": s.energy + kinetic,
            "temperature": s.temperature(),
@@ -81,7 +87,7 @@ class _Outputs:
         if config.trajectory_every:
             from mlff.md.h5md import H5MDWriter
 
-            s = engine.state
+            s = _view(engine)
             groups = {f"system_{k:04d}": sl for k, sl in enumerate(s.atoms_slices())}
             self.writer = H5MDWriter(out / FILES["trajectory"], s.numbers.cpu().numpy(), s.masses.cpu().numpy(),
                                      s.pbc.cpu().numpy(), groups=groups, observables=self.names,
@@ -90,8 +96,8 @@ class _Outputs:
                                      restart_step=restart_step)
 
     def record(self) -> dict[str, list[float]]:
-        s = self.engine.state
-        obs = _observables(self.engine)
+        s = _view(self.engine)
+        obs = _observables(self.engine, s)
         time_fs = s.step * self.config.timestep_fs
         if self.writer is not None:
             self.writer.write(s.step, time_fs, s.positions, s.cell, velocities=s.velocities, forces=s.forces,
@@ -183,7 +189,7 @@ def _loop(config: MDConfig, engine, outputs: _Outputs, out: Path, flag: SignalFl
     status, message = "finished", None
     while s.step < config.steps:
         engine.step()
-        monitors.update(s)
+        monitors.update(_view(engine))
         if every and s.step % every == 0:
             obs = outputs.record()
             if "conserved_energy" in obs:

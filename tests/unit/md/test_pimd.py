@@ -219,3 +219,48 @@ def test_isotope_masses_name_atoms_that_exist(pair):
         apply_masses(pair.copy(), {40: 2.014})
     with pytest.raises(MLFFError, match="no 'Cl' atom"):
         apply_masses(pair.copy(), {"Cl": 37.0})
+
+
+def test_mlff_md_with_beads_records_the_centroids_and_restarts_bit_for_bit(tmp_path, small_potential):
+    """Two replicas of 3 beads: the trajectory and log hold the 2 physical systems (the centroids, their xi and
+    the quantum kinetic-energy estimators); a run stopped at step 6 and resumed ends where the straight one ends."""
+    import h5py
+    from md_helpers import acid_water_file
+
+    from mlff.md import load_md_config, run_md
+    from mlff.md.checkpoint import load_checkpoint
+    from mlff.md.h5md import read_h5md
+    from mlff.md.runlog import read_log
+
+    structure = acid_water_file(tmp_path)
+
+    def config(out, steps):
+        return load_md_config({"structure": structure, "integrator": "langevin", "steps": steps, "timestep_fs": 0.5,
+                               "temperature_K": 300.0, "friction_per_fs": 0.05, "dtype": "float64", "device": "cpu",
+                               "trajectory_every": 2, "checkpoint_every": 0, "monitor_every": 2, "out": str(out),
+                               "seed": 5, "beads": 3, "replicas": 2, "masses": {"H": 2.014}})
+
+    ref = run_md(config(tmp_path / "ref", 12), potential=small_potential)
+    assert ref["status"] == "finished"
+    with h5py.File(tmp_path / "ref" / "trajectory.h5", "r") as f:
+        assert sorted(f["particles"]) == ["system_0000", "system_0001"]
+    end = load_checkpoint(tmp_path / "ref" / "checkpoint.pt")
+    beads = end["positions"].view(2, 3, -1, 3)
+    last = read_h5md(tmp_path / "ref" / "trajectory.h5", ":", group="system_0001")[-1]
+    np.testing.assert_allclose(last.positions, beads[1].mean(0).numpy(), atol=1e-12)
+    rows = read_log(tmp_path / "ref" / "log.csv")
+    assert len(rows) == 2 * 7 and {row["system"] for row in rows} == {0, 1}
+    final = [row for row in rows if row["step"] == 12]
+    centroid = beads[1].mean(0).numpy()
+    xi_atoms = [int(k) for k in __import__("ase.io").io.read(structure).info["xi_atoms"]]
+    c, h, c4 = (centroid[k] for k in xi_atoms)
+    assert final[1]["xi"] == pytest.approx(np.linalg.norm(c - h) - np.linalg.norm(h - c4), abs=1e-9)
+    assert all(np.isfinite(row["kinetic_energy_virial"]) and row["spring_energy"] > 0 for row in rows[2:])
+
+    out = tmp_path / "split"
+    run_md(config(out, 6), potential=small_potential)
+    again = run_md(config(out, 12), potential=small_potential, resume=True)
+    assert again["status"] == "finished" and again["resumed"]
+    resumed = load_checkpoint(out / "checkpoint.pt")
+    for name in ("positions", "velocities", "forces", "energy", "generator_state"):
+        assert torch.equal(resumed[name], end[name]), name
