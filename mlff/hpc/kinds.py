@@ -139,7 +139,7 @@ def _already_labelled(out: str, pool: str, structures: list) -> set[int]:
 
 
 def _plan_label(config: str, profile: SiteProfile, options: Options) -> Plan:
-    from mlff.data.labelers import make_labeler
+    from mlff.data.labelers import check_labeler, make_labeler
 
     cfg = from_dict(LabelJobConfig, load_yaml(config), str(config))
     if not isinstance(cfg.labeler, dict):
@@ -151,6 +151,7 @@ def _plan_label(config: str, profile: SiteProfile, options: Options) -> Plan:
     if not Path(pool).exists():
         raise MLFFError(f"{config}: pool {pool} not found")
     structures = _pool_structures(pool, cfg.limit)
+    check_labeler(dict(cfg.labeler), structures)  # basis for every element, charge, spin: before any job is queued
     total = len(structures)
     run_dir = Path(options.run_dir or cfg.run_dir or Path(out).parent / f"{Path(out).stem}-label").resolve()
     spec = run_dir / "slurm" / "labeler.json"

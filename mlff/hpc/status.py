@@ -97,6 +97,8 @@ def _last_csv_row(path: Path) -> dict | None:
         return None
     with open(path) as handle:
         lines = [line for line in handle if not line.startswith("#")]
+    if lines and not lines[-1].endswith("\n"):  # a row being written (or torn by a kill): not a row yet
+        lines.pop()
     rows = list(csv.DictReader(lines))
     return rows[-1] if rows else None
 

@@ -43,3 +43,14 @@ def test_status_reads_the_learning_progress(tmp_path):
     assert progress(job, None) == "iteration 1: label done; 20 labels"
     (out / "summary.json").write_text(json.dumps({"status": "finished", "iterations": 2, "reason": "budget spent"}))
     assert progress(job, None) == "finished after 2 iteration(s): budget spent"
+
+
+def test_status_reads_the_last_complete_row_of_a_log_being_written(tmp_path):
+    """A row still being written (or torn by a kill) has no newline yet: status shows the row before it."""
+    from mlff.hpc.status import _last_csv_row
+
+    log = tmp_path / "log.csv"
+    log.write_text("# provenance\nstep,time_fs\n100,50.0\n120,60.0\n14")
+    assert _last_csv_row(log) == {"step": "120", "time_fs": "60.0"}
+    log.write_text("step,time_fs\n1")
+    assert _last_csv_row(log) is None
