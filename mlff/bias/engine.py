@@ -39,7 +39,10 @@ class BiasedEngine:
         self.inner, self.biases, self.config = engine, biases, engine.config
         state = engine.state
         counts = torch.bincount(state.system_idx.cpu(), minlength=state.n_systems).tolist()
-        biases.bind(counts, state.device, state.dtype)
+        ring = getattr(engine, "ring", None)  # path integrals: biases act on each ring polymer's centroid
+        beads = 1 if ring is None else ring.beads
+        biases.bind(counts[::beads], state.device, state.dtype, beads=beads)
+        self.n_systems = len(counts) // beads  # physical systems: COLVAR rows, windows
         self.ase = isinstance(engine, AseEngine)
         if self.ase:
             engine.atoms.calc = BiasCalculator(biases, engine.atoms.calc)
@@ -64,7 +67,7 @@ class BiasedEngine:
         if self.out is None or not self.colvar_every:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        self.colvar = ColvarWriter(self.out / COLVAR, self.biases.cv.name, self.state.n_systems,
+        self.colvar = ColvarWriter(self.out / COLVAR, self.biases.cv.name, self.n_systems,
                                    windows=self.biases.restraint is not None, restart_step=restart_step)
 
     # -- the engine interface ---------------------------------------------------------------------------
@@ -91,6 +94,11 @@ class BiasedEngine:
 
     def conserved_energy(self):
         return self.inner.conserved_energy()
+
+    def output_state(self):
+        """What the runner records: the inner engine's physical systems (ring-polymer centroids with beads)."""
+        output_state = getattr(self.inner, "output_state", None)
+        return self.state if output_state is None else output_state()
 
     def observables(self) -> dict[str, torch.Tensor]:
         """Per-system values [S] of the last sample (the runner adds them to the trajectory's observables)."""
@@ -145,7 +153,11 @@ class BiasedEngine:
     def _observe(self) -> dict[str, torch.Tensor]:
         s = self.state
         cv, bias = self.biases.observe(s.positions)
-        obs = {"cv": cv.to(s.dtype), "bias_energy": bias.to(s.dtype), "physical_energy": s.energy - bias.to(s.dtype)}
+        energy = self.output_state().energy  # per physical system (with beads: the bead mean of V_j + U)
+        obs = {"cv": cv.to(s.dtype), "bias_energy": bias.to(s.dtype), "physical_energy": energy - bias.to(s.dtype)}
+        extra = getattr(self.inner, "observables", None)  # path integrals: the quantum kinetic-energy estimators
+        if extra is not None:
+            obs.update(extra())
         restraint = self.biases.restraint
         if restraint is not None:
             obs["window"] = restraint.window.to(s.dtype).clone()

@@ -32,10 +32,21 @@ class Biases:
     def __init__(self, cv: CV, terms: Sequence[BiasTerm], exchange=None):
         self.cv, self.terms, self.exchange = cv, list(terms), exchange
         self.device, self.dtype = torch.device("cpu"), torch.float64
+        self.beads, self._shape = 1, None
 
-    def bind(self, counts: Sequence[int], device="cpu", dtype=torch.float64) -> "Biases":
-        """Resolve the CV's atoms for systems of ``counts`` atoms and move the terms to ``device``/``dtype``."""
+    def bind(self, counts: Sequence[int], device="cpu", dtype=torch.float64, *, beads: int = 1) -> "Biases":
+        """Resolve the CV's atoms for systems of ``counts`` atoms and move the terms to ``device``/``dtype``.
+
+        ``beads`` > 1: path integrals. ``counts`` are the physical systems'; the positions given later hold
+        ``beads`` consecutive copies of each (``mlff.md.pimd``'s layout), and the bias acts on each system's
+        centroid: in the ring polymer's Hamiltonian it enters as P U(centroid), so every bead feels the full
+        force -dU/ds ds/dx of the centroid and carries U in its energy (the beads' energies sum to P U)."""
         self.device, self.dtype = torch.device(device), dtype
+        self.beads = int(beads)
+        if self.beads > 1:
+            if len(set(counts)) != 1:
+                raise ValueError("path-integral biases need systems of equal size")
+            self._shape = (len(counts), self.beads, int(counts[0]))
         self.cv.bind(counts, self.device)
         for term in self.terms:
             term.to(self.device, dtype)
@@ -54,19 +65,29 @@ class Biases:
             total = total + term.energy(s)
         return total
 
+    def _centroids(self, positions: torch.Tensor) -> torch.Tensor:
+        """The positions the CV sees: the systems' own, or with beads their centroids [S * N, 3]."""
+        if self.beads == 1:
+            return positions
+        S, P, n = self._shape
+        return positions.view(S, P, n, 3).mean(1).reshape(S * n, 3)
+
     def evaluate(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Bias energy [S] eV, bias forces [N,3] eV/Å (autograd through the CV) and CV values [S]."""
+        """Bias energy [S] eV, bias forces [N,3] eV/Å (autograd through the CV) and CV values [S]; with beads,
+        energy per bead [S * P] and CV values per physical system [S]."""
         with torch.enable_grad():
             x = positions.detach().requires_grad_(True)
-            s = self.cv(x)
+            s = self.cv(self._centroids(x))
             energy = self.energy(s)
-            (grad,) = torch.autograd.grad(energy.sum(), x)
+            (grad,) = torch.autograd.grad(energy.sum() * self.beads, x)  # d(P U(centroid))/dx_j = dU/dcentroid
+        if self.beads > 1:
+            energy = energy.repeat_interleave(self.beads)
         return energy.detach(), -grad, s.detach()
 
     @torch.no_grad()
     def observe(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """CV values [S] and bias energy [S] without gradients."""
-        s = self.cv(positions)
+        """CV values [S] and bias energy [S] without gradients (per physical system)."""
+        s = self.cv(self._centroids(positions))
         return s, self.energy(s)
 
     def after_step(self, step: int, positions: torch.Tensor, time_fs: float) -> bool:
@@ -75,7 +96,7 @@ class Biases:
         if not due and (self.exchange is None or step % self.exchange.every):
             return False
         with torch.no_grad():
-            s = self.cv(positions)
+            s = self.cv(self._centroids(positions))
         changed = False
         for term in due:
             changed |= term.after_step(step, s, time_fs)

@@ -120,9 +120,6 @@ def _md_config(config: UmbrellaConfig, replicas: int):
     from mlff.md.config import load_md_config
 
     md = {"integrator": "langevin", "trajectory_every": 100, **config.md}
-    if int(md.get("beads", 1)) > 1:  # issue 35: biases on the ring polymer's centroid are not built yet
-        raise MLFFError(f"md.beads: {md['beads']}: path-integral umbrella windows (biases on the centroid) are not "
-                        "available yet; run mlff md with beads, or umbrella windows without")
     return load_md_config({**md, "structure": config.structure, "out": config.out, "replicas": replicas,
                            "steps": config.equilibration_steps + config.production_steps,
                            "potential": None if config.potential == XTB else config.potential})
@@ -419,7 +416,7 @@ def _meta(config, biases, kind, md_config, engine, start_cv) -> dict:
     restraint = biases.restraint
     metads = [t for t in biases.terms if type(t).__name__ == "MetaD"]
     return {"kind": kind, "temperature_K": md_config.temperature_K, "timestep_fs": md_config.timestep_fs,
-            "n_systems": engine.state.n_systems, "cv": biases.cv.spec(),
+            "n_systems": engine.n_systems, "beads": md_config.beads, "cv": biases.cv.spec(),
             "centers": [] if restraint is None else restraint.centers.tolist(),
             "kappas": [] if restraint is None else restraint.kappas.tolist(),
             "colvar_every": config.colvar_every, "equilibration_steps": config.equilibration_steps,

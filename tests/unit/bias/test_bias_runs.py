@@ -191,3 +191,25 @@ def test_pulled_starts_reach_their_centres(tmp_path):
 
     starts = read(tmp_path / "run" / "starts.xyz", ":")
     assert np.allclose([a.positions[0, 0] for a in starts], meta["start_cv"], atol=1e-9)
+
+
+def test_a_path_integral_umbrella_ladder_biases_the_centroids_and_restarts_bit_for_bit(tmp_path):
+    """md.beads: 4 on the double well with replica exchange: one COLVAR column per window (the centroid's CV),
+    each sample's bias the restraint of its window at the centroid, the trajectory holding the centroids, the
+    quantum kinetic-energy estimators among the observables, and a restart bit for bit."""
+    md = dict(MD, beads=4, init_velocities=True)
+    summary = _run(_config(tmp_path, "pi", exchange_every=10, md=md))
+    assert summary["status"] == "finished"
+    run = read_biased_run(tmp_path / "pi")
+    assert run.cv.shape == (20, 8) and json.loads((tmp_path / "pi" / "bias.json").read_text())["beads"] == 4
+    expected = 0.5 * run.kappas[run.window] * (run.cv - run.centers[run.window]) ** 2
+    assert np.allclose(run.bias_energy, expected, rtol=1e-9, atol=1e-12)
+    end = torch.load(tmp_path / "pi" / "checkpoint.pt", weights_only=True)
+    centroids = end["positions"].view(8, 4, -1, 3).mean(1)
+    with h5py.File(tmp_path / "pi" / "trajectory.h5") as f:
+        assert sorted(f["particles"]) == [f"system_{s:04d}" for s in range(8)]
+        last = f["particles/system_0005/position/value"][-1]
+        assert "kinetic_energy_virial" in f["observables/system_0005"]
+    assert np.allclose(last, centroids[5].numpy(), atol=1e-12)
+    full, part = _restart_pair(tmp_path, exchange_every=10, md=md)
+    _same_run(full, part, ["COLVAR"])

@@ -264,3 +264,51 @@ def test_mlff_md_with_beads_records_the_centroids_and_restarts_bit_for_bit(tmp_p
     resumed = load_checkpoint(out / "checkpoint.pt")
     for name in ("positions", "velocities", "forces", "energy", "generator_state"):
         assert torch.equal(resumed[name], end[name]), name
+
+
+def test_a_bias_on_the_centroid_of_free_particles_samples_the_classical_boltzmann_distribution():
+    """Two free atoms (no physical force) restrained by a spring on the centroids' distance: the centroid of a
+    free particle is classical, so the centroid distance is Gaussian around the centre with variance kT/k at
+    every P, while the beads spread far wider than classically (every bead feels the full centroid force)."""
+    from mlff.bias.cv import cv_from_spec
+    from mlff.bias.engine import BiasedEngine
+    from mlff.bias.model import Biases
+    from mlff.bias.restraint import HarmonicRestraint
+    from mlff.md import load_md_config
+    from mlff.md.engines import BatchEngine
+
+    class Free:
+        def __call__(self, state):
+            return {"energy": torch.zeros(state.n_systems, dtype=state.dtype),
+                    "forces": torch.zeros_like(state.positions)}
+
+        def state_dict(self):
+            return {}
+
+    systems, beads, kappa, centre, T = 64, 8, 10.0, 2.0, 300.0
+    atoms = Atoms("H2", positions=[[0.0, 0.0, 0.0], [centre, 0.0, 0.0]])
+    config = load_md_config({"structure": "unused", "dtype": "float64", "device": "cpu", "temperature_K": T,
+                             "integrator": "langevin", "friction_per_fs": 0.05, "beads": beads,
+                             "replicas": systems, "trajectory_every": 0})
+    engine = BatchEngine(config, atoms, None, model=Free())
+    restraint = HarmonicRestraint([centre], [kappa], window=np.zeros(systems, dtype=np.int64))
+    cv = cv_from_spec({"kind": "distance", "atoms": [0, 1]}, [{}] * systems)
+    biased = BiasedEngine(engine, Biases(cv, [restraint]))
+    biased.start()
+    samples, spread = [], []
+    for step in range(1200):
+        biased.step()
+        if step >= 200 and step % 10 == 0:
+            view = biased.output_state()
+            d = (view.positions.view(systems, 2, 3)[:, 1] - view.positions.view(systems, 2, 3)[:, 0]).norm(dim=-1)
+            samples.append(d.numpy().copy())
+            beads_d = engine.state.positions.view(systems, beads, 2, 3)
+            spread.append(float((beads_d - beads_d.mean(1, keepdim=True)).pow(2).sum(-1).mean()))
+    d = np.concatenate(samples)
+    kT = KB_EV_PER_K * T
+    assert d.mean() == pytest.approx(centre, abs=0.01)
+    assert d.var() == pytest.approx(kT / kappa, rel=0.08)
+    # the free ring polymer's spread about its centroid, untouched by the centroid's bias:
+    # <|q_j - centroid|^2> = 3 hbar^2 (P^2 - 1) / (12 m P^2 kT), 0.039 Å^2 for H at 300 K and P = 8
+    exact = 3 * HBAR_EV_FS ** 2 * (beads ** 2 - 1) / (12 * H_MASS * beads ** 2 * kT) / KINETIC
+    assert np.mean(spread) == pytest.approx(exact, rel=0.08)
