@@ -56,6 +56,7 @@ class MDConfig:
     beads: int = checked(1, ge=1)
     pile_lambda: float = checked(0.5, ge=0)  # PIMD: internal modes damped at 2 lambda omega_k (1: critical)
     cayley: bool = True  # PIMD: the Cayley free ring-polymer step (stable at any P), else the exact rotation
+    trajectory_beads: bool = False  # PIMD: every bead's positions and forces in beads.h5 too (the trajectory: centroids)
     # isotopes: {atom index or element symbol: mass in amu}, e.g. {22: 2.014} (one D) or {H: 2.014} (every H)
     masses: dict | None = None
     out: str = "out/md"  # output directory: trajectory.h5, log.csv, checkpoint.pt, run.json

@@ -30,7 +30,7 @@ from mlff.signals import SignalFlag
 __all__ = ["run_md", "make_potential"]
 
 FILES = {"trajectory": "trajectory.h5", "log": "log.csv", "checkpoint": "checkpoint.pt", "run": "run.json",
-         "stopped": "stopped.pt"}
+         "stopped": "stopped.pt", "beads": "beads.h5"}
 
 
 def make_potential(config: MDConfig, atoms):
@@ -94,6 +94,19 @@ class _Outputs:
                                      every=config.trajectory_every, provenance=provenance(),
                                      metadata={"md_config": json.dumps(config.to_dict(), default=str)},
                                      restart_step=restart_step)
+        self.beads = None
+        ring = getattr(getattr(engine, "inner", engine), "ring", None)
+        if config.trajectory_every and config.trajectory_beads and ring is not None:  # every bead, on request
+            from mlff.md.h5md import H5MDWriter
+
+            b = engine.state
+            groups = {f"system_{k // ring.beads:04d}_bead_{k % ring.beads:02d}": sl
+                      for k, sl in enumerate(b.atoms_slices())}
+            self.beads = H5MDWriter(out / FILES["beads"], b.numbers.cpu().numpy(), b.masses.cpu().numpy(),
+                                    b.pbc.cpu().numpy(), groups=groups, fields=("position", "force"),
+                                    every=config.trajectory_every, provenance=provenance(),
+                                    metadata={"md_config": json.dumps(config.to_dict(), default=str)},
+                                    restart_step=restart_step)
 
     def record(self) -> dict[str, list[float]]:
         s = _view(self.engine)
@@ -102,6 +115,9 @@ class _Outputs:
         if self.writer is not None:
             self.writer.write(s.step, time_fs, s.positions, s.cell, velocities=s.velocities, forces=s.forces,
                               observables=obs)
+        if self.beads is not None:
+            b = self.engine.state
+            self.beads.write(b.step, time_fs, b.positions, b.cell, forces=b.forces)
         host = {k: v.detach().cpu().tolist() for k, v in obs.items()}
         for k in range(s.n_systems):
             self.log.add([s.step, time_fs, k, *(host[name][k] for name in self.names)])
@@ -109,16 +125,18 @@ class _Outputs:
 
     def flush(self) -> None:
         self.log.flush()
-        if self.writer is not None:
-            self.writer.flush()
+        for writer in (self.writer, self.beads):
+            if writer is not None:
+                writer.flush()
         flush_engine = getattr(self.engine, "flush_outputs", None)  # biased engines: COLVAR and HILLS files
         if flush_engine is not None:
             flush_engine()
 
     def close(self) -> None:
         self.log.flush()
-        if self.writer is not None:
-            self.writer.close()
+        for writer in (self.writer, self.beads):
+            if writer is not None:
+                writer.close()
         flush_engine = getattr(self.engine, "flush_outputs", None)
         if flush_engine is not None:
             flush_engine()
@@ -153,7 +171,7 @@ def _check_pins(data: dict, pins: dict, out: Path) -> None:
 
 def _restartable(out: Path) -> bool:
     """No checkpoint but outputs (killed while starting): remove them so the run starts again from step 0."""
-    partial = [out / FILES[k] for k in ("trajectory", "log", "run", "stopped") if (out / FILES[k]).exists()]
+    partial = [out / FILES[k] for k in ("trajectory", "beads", "log", "run", "stopped") if (out / FILES[k]).exists()]
     if not partial:
         return False
     print(f"mlff: note: {out} holds no checkpoint (the run was stopped before writing one): starting it again "
@@ -172,7 +190,7 @@ def _prepare(config: MDConfig, engine, out: Path, resume: bool, pins: dict) -> i
         _check_pins(data, pins, out)
         engine.restore(data)
         return engine.state.step
-    existing = [out / FILES[k] for k in ("checkpoint", "trajectory") if (out / FILES[k]).exists()]
+    existing = [out / FILES[k] for k in ("checkpoint", "trajectory", "beads") if (out / FILES[k]).exists()]
     if existing:
         raise MLFFError(f"{existing[0]} exists: continue that run with --resume, or choose another out directory")
     engine.start()

@@ -238,7 +238,7 @@ def test_mlff_md_with_beads_records_the_centroids_and_restarts_bit_for_bit(tmp_p
         return load_md_config({"structure": structure, "integrator": "langevin", "steps": steps, "timestep_fs": 0.5,
                                "temperature_K": 300.0, "friction_per_fs": 0.05, "dtype": "float64", "device": "cpu",
                                "trajectory_every": 2, "checkpoint_every": 0, "monitor_every": 2, "out": str(out),
-                               "seed": 5, "beads": 3, "replicas": 2, "masses": {"H": 2.014}})
+                               "seed": 5, "beads": 3, "replicas": 2, "masses": {"H": 2.014}, "trajectory_beads": True})
 
     ref = run_md(config(tmp_path / "ref", 12), potential=small_potential)
     assert ref["status"] == "finished"
@@ -248,6 +248,9 @@ def test_mlff_md_with_beads_records_the_centroids_and_restarts_bit_for_bit(tmp_p
     beads = end["positions"].view(2, 3, -1, 3)
     last = read_h5md(tmp_path / "ref" / "trajectory.h5", ":", group="system_0001")[-1]
     np.testing.assert_allclose(last.positions, beads[1].mean(0).numpy(), atol=1e-12)
+    bead_frames = read_h5md(tmp_path / "ref" / "beads.h5", ":", group="system_0001_bead_02")
+    assert len(bead_frames) == 7
+    np.testing.assert_allclose(bead_frames[-1].positions, beads[1, 2].numpy(), atol=1e-12)
     rows = read_log(tmp_path / "ref" / "log.csv")
     assert len(rows) == 2 * 7 and {row["system"] for row in rows} == {0, 1}
     final = [row for row in rows if row["step"] == 12]
@@ -264,6 +267,9 @@ def test_mlff_md_with_beads_records_the_centroids_and_restarts_bit_for_bit(tmp_p
     resumed = load_checkpoint(out / "checkpoint.pt")
     for name in ("positions", "velocities", "forces", "energy", "generator_state"):
         assert torch.equal(resumed[name], end[name]), name
+    with h5py.File(out / "beads.h5", "r") as f, h5py.File(tmp_path / "ref" / "beads.h5", "r") as g:
+        np.testing.assert_array_equal(f["particles/system_0000_bead_01/position/value"][()],
+                                      g["particles/system_0000_bead_01/position/value"][()])
 
 
 def test_a_bias_on_the_centroid_of_free_particles_samples_the_classical_boltzmann_distribution():
