@@ -24,8 +24,17 @@ from ase import units
 
 from mlff.errors import MLFFError
 
-__all__ = ["harmonic_frequencies", "vibrational_free_energy", "wigner", "bell", "kie_from_frequencies",
-           "semiclassical_kie", "CM1_PER_SQRT_EV_A2_AMU"]
+__all__ = [
+    "CM1_PER_SQRT_EV_A2_AMU",
+    "bell",
+    "harmonic_frequencies",
+    "kie_from_frequencies",
+    "minimise",
+    "saddle",
+    "semiclassical_kie",
+    "vibrational_free_energy",
+    "wigner",
+]
 
 # omega = sqrt(k / m) for k in eV/Å^2 and m in amu, as a wavenumber: omega / (2 pi c) in cm^-1
 CM1_PER_SQRT_EV_A2_AMU = float(math.sqrt(units._e / (1e-20 * units._amu)) / (2 * math.pi * units._c * 100))
@@ -182,6 +191,48 @@ def semiclassical_kie(potential, reactant, ts, isotope: int, temperature_K: floa
         rotational = (log_rot[("ts", "H")] - log_rot[("reactant", "H")]) - (log_rot[("ts", "D")] - log_rot[("reactant", "D")])
     out = kie_from_frequencies(wavenumbers["reactant"], wavenumbers["ts"], temperature_K,
                                rotational_log_ratio=rotational)
-    out.update(isotope=int(isotope), mass_D=float(mass_D), partial_hessian=not rigid, moving_atoms=int(len(moving)),
+    out.update(isotope=int(isotope), mass_D=float(mass_D), partial_hessian=not rigid, moving_atoms=len(moving),
                wavenumbers_cm={f"{n}_{i}": w.tolist() for n, d in wavenumbers.items() for i, w in d.items()})
     return out
+
+
+def minimise(atoms, *, fmax: float = 0.005, steps: int = 2000) -> dict:
+    """Relax ``atoms`` (its calculator attached; fixed atoms held) to a minimum with ASE's BFGS, in place;
+    refuses one that did not converge within ``steps``."""
+    from ase.optimize import BFGS
+
+    from mlff.md.engines import pin_fixed_atoms
+
+    pin_fixed_atoms(atoms)
+    optimiser = BFGS(atoms, logfile=None)
+    converged = bool(optimiser.run(fmax=fmax, steps=steps))
+    largest = float(np.abs(atoms.get_forces()).max())
+    if not converged:
+        raise MLFFError(f"minimise: no minimum within {steps} steps (largest force {largest:.3f} eV/Å > {fmax})")
+    return {"steps": int(optimiser.nsteps), "energy_eV": float(atoms.get_potential_energy()), "max_force": largest}
+
+
+def saddle(atoms, mode: np.ndarray, *, fmax: float = 0.005, steps: int = 2000) -> dict:
+    """Walk ``atoms`` (its calculator attached; fixed atoms held) to a first-order saddle point with ASE's dimer
+    method, starting along ``mode`` [N, 3] (e.g. the gradient of the reaction coordinate), in place."""
+    from ase.mep.dimer import DimerControl, MinModeAtoms, MinModeTranslate
+
+    from mlff.md.engines import pin_fixed_atoms
+    from mlff.md.state import fixed_mask
+
+    pin_fixed_atoms(atoms)
+    mode = np.asarray(mode, dtype=np.float64).reshape(len(atoms), 3).copy()
+    mode[fixed_mask(atoms)] = 0.0
+    if not np.linalg.norm(mode) > 0:
+        raise MLFFError("saddle: the initial mode has no component on a moving atom")
+    control = DimerControl(initial_eigenmode_method="displacement", displacement_method="vector", logfile=None,
+                           mask=list(~fixed_mask(atoms)))
+    dimer = MinModeAtoms(atoms, control)
+    dimer.displace(displacement_vector=1e-3 * mode / np.linalg.norm(mode))
+    optimiser = MinModeTranslate(dimer, trajectory=None, logfile=None)
+    converged = bool(optimiser.run(fmax=fmax, steps=steps))
+    largest = float(np.abs(atoms.get_forces()).max())
+    if not converged:
+        raise MLFFError(f"saddle: no saddle point within {steps} steps (largest force {largest:.3f} eV/Å > {fmax})")
+    return {"steps": int(optimiser.nsteps), "energy_eV": float(atoms.get_potential_energy()), "max_force": largest,
+            "curvature": float(dimer.get_curvature())}

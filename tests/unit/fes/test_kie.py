@@ -67,3 +67,34 @@ def test_semiclassical_kie_refuses_a_structure_that_is_no_transition_state(commi
     hydrogen = [a.index for a in atoms if a.symbol == "H"][0]
     with pytest.raises(MLFFError, match="imaginary"):
         semiclassical_kie(committee_potential, atoms, atoms, isotope=hydrogen)
+
+
+class _Well(__import__("ase.calculators.calculator", fromlist=["Calculator"]).Calculator):
+    """One atom in V = a (x^2 - 1)^2 + b y^2 + c z^2 (eV, Å): minima at x = +-1, a saddle at the origin."""
+
+    implemented_properties = ["energy", "forces"]
+    a, b, c = 0.5, 2.0, 3.0
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=None):
+        super().calculate(atoms, properties, system_changes)
+        x, y, z = self.atoms.positions[0]
+        self.results["energy"] = self.a * (x * x - 1) ** 2 + self.b * y * y + self.c * z * z
+        self.results["forces"] = -np.array([[4 * self.a * x * (x * x - 1), 2 * self.b * y, 2 * self.c * z]])
+
+
+def test_minimise_and_saddle_find_the_stationary_points_of_a_double_well():
+    from ase import Atoms
+
+    from mlff.fes.kie import minimise, saddle
+
+    atoms = Atoms("H", positions=[[0.7, 0.2, -0.1]])
+    atoms.calc = _Well()
+    minimise(atoms, fmax=1e-4)
+    assert np.allclose(atoms.positions[0], [1.0, 0.0, 0.0], atol=1e-3)
+    atoms = Atoms("H", positions=[[0.15, 0.1, 0.05]])
+    atoms.calc = _Well()
+    out = saddle(atoms, np.array([[1.0, 0.0, 0.0]]), fmax=1e-4)
+    assert np.allclose(atoms.positions[0], 0.0, atol=1e-3) and out["curvature"] < 0
+    # the saddle's Hessian has one negative eigenvalue, -4a along x
+    w = harmonic_frequencies(np.diag([-4 * _Well.a, 2 * _Well.b, 2 * _Well.c]), np.ones(1))
+    assert (w < 0).sum() == 1
