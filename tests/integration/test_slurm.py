@@ -491,8 +491,11 @@ def test_a_gpu_task_gets_its_gpu_from_slurm(cluster, work, md_inputs):
     if not cluster.has_gpus:
         pytest.skip("no fake GPU devices here (mknod refused)")
     config = md_config(work, "gpu", 10)
-    # the 'program' only prints what SLURM gave it (exec ends the shell word list there)
-    submit("md", config, "--gpus-per-task", "1", "--set", "mlff=printenv CUDA_VISIBLE_DEVICES;")
+    # the 'program' only prints what SLURM gave it (the profile's mlff is a command, its words quoted: a script)
+    program = work / "print-gpu.sh"
+    program.write_text("#!/bin/sh\necho\nprintenv CUDA_VISIBLE_DEVICES\n")
+    program.chmod(0o755)
+    submit("md", config, "--gpus-per-task", "1", "--set", f"mlff={program}")
     record = jobs_record(work / "gpu")
     job = record["jobs"][0]["job_id"]
     assert "#SBATCH --gpus-per-node=1" in Path(record["jobs"][0]["script"]).read_text()
