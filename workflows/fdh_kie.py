@@ -90,8 +90,10 @@ def run(args) -> None:
               "barrier_electronic_kcal_mol": (t["energy_eV"] - r["energy_eV"]) * 23.060548, **kie,
               "provenance": provenance()}
     (out / "kie.json").write_text(json.dumps(record, indent=1, default=float) + "\n")
-    write(out / "reactant.xyz", reactant)
-    write(out / "ts.xyz", ts)
+    for name, atoms in (("reactant", reactant), ("ts", ts)):  # positions and info; not the calculator's arrays
+        plain = atoms.copy()
+        plain.calc = None
+        write(out / f"{name}.xyz", plain)
     bell = "n/a (deep tunnelling)" if kie["kie_bell"] is None else f"{kie['kie_bell']:.2f}"
     print(f"KIE(H/D) at {args.temperature:g} K: {kie['kie']:.2f} (zero-point only {kie['kie_zpe_only']:.2f}); "
           f"Wigner {kie['kie_wigner']:.2f}; Bell {bell}; imaginary {kie['imaginary_cm_H']:.0f}i cm^-1 (H), "
